@@ -1,0 +1,28 @@
+"""aelab: autoencoders on images.
+
+The public API mirrors the command line: ``reproduce``, ``train``, ``denoise``,
+``show_data``, ``write_report``; the building blocks (data loaders, noise models,
+networks, kinds, the fit loop, metrics) are importable from their modules.
+"""
+
+__version__ = "0.1.0"
+
+from .data import Dataset, check_images, load_dataset, load_fashion_mnist, load_image_folder, load_npz
+from .use import denoise, show_data
+from .errors import AelabError, ConfigError, DataError, DataNotFoundError, TrainingError
+from .evaluate import apply_model, denoising_quality
+from .metrics import psnr, ssim
+from .models import MODELS, Autoencoder, build_model, register_model
+from .noise import add_evaluation_noise, evaluation_noise, parse_noise
+from .report import write_report
+from .reproduce import reproduce
+from .runs import load_model, save_model
+from .train import TrainConfig, fit, train
+
+__all__ = [
+    "__version__", "Dataset", "check_images", "load_dataset", "load_fashion_mnist", "load_image_folder",
+    "load_npz", "denoise", "show_data", "AelabError", "ConfigError", "DataError", "DataNotFoundError",
+    "TrainingError", "apply_model", "denoising_quality", "psnr", "ssim", "MODELS", "Autoencoder",
+    "build_model", "register_model", "add_evaluation_noise", "evaluation_noise", "parse_noise",
+    "write_report", "reproduce", "load_model", "save_model", "TrainConfig", "fit", "train",
+]

@@ -1,0 +1,146 @@
+"""The command line: a thin layer of argparse over the library. Each subcommand parses its
+flags and calls one library function with the same names; a user error becomes one line
+on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from .errors import AelabError
+
+
+def _size(text: str):
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W or one number, found {text!r}") from None
+    return parts[0] if len(parts) == 1 else tuple(parts[:2])
+
+
+def _common_train(p: argparse.ArgumentParser, out_default: str):
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as the tutorial)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="drives initial weights, batch order and noise")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
+    p.add_argument("--out", default=out_default, help=f"run directory (default {out_default})")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _kv(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, found {text!r}")
+    import json
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="aelab", description="Autoencoders on images: train, denoise, "
+                                     "measure and report. `aelab reproduce` runs the whole seed experiment.")
+    parser.add_argument("--version", action="version", version=f"aelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("reproduce", formatter_class=fmt, help="the whole denoising experiment, figures and report",
+                       description="Train the tutorial's convolutional denoiser on Fashion-MNIST and write "
+                       "figures, metrics and report.html.\n\nexample:\n  aelab reproduce --epochs 10 --out runs/reproduce")
+    _common_train(p, "runs/reproduce")
+    p.add_argument("--noise-factor", type=float, default=0.2, help="Gaussian noise factor (default 0.2)")
+
+    p = sub.add_parser("train", formatter_class=fmt, help="train one kind of autoencoder",
+                       description="Train an autoencoder and write a run directory.\n\nexample:\n"
+                       "  aelab train --kind denoising --net conv --epochs 5 --out runs/dae")
+    _common_train(p, "runs/train")
+    p.add_argument("--kind", default="denoising", help="the objective (see `aelab train --help`)")
+    p.add_argument("--net", default="conv", help="the network: conv or dense")
+    p.add_argument("--noise", default=None, help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25")
+    p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
+    p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
+    p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a kind's hyper-parameter, e.g. reconstruction=mse (repeatable)")
+
+    p = sub.add_parser("denoise", formatter_class=fmt, help="clean image files or an .npz with a trained run",
+                       description="example:\n  aelab denoise --run runs/reproduce noisy1.png noisy2.png --out cleaned/")
+    p.add_argument("--run", required=True, help="a run directory")
+    p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) or one .npz")
+    p.add_argument("--out", default=None, help="output folder (default RUN/denoised)")
+
+    p = sub.add_parser("report", help="write report.html for a run", description="example:\n  aelab report --run runs/reproduce",
+                       formatter_class=fmt)
+    p.add_argument("--run", required=True)
+
+    p = sub.add_parser("data", help="look at the data")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    ps = dsub.add_parser("show", formatter_class=fmt, help="draw the first 50 images, clean and noisy",
+                         description="example:\n  aelab data show --out runs/data")
+    ps.add_argument("--data", default=None)
+    ps.add_argument("--out", default="runs/data")
+    ps.add_argument("--split", default="train", choices=["train", "test"])
+    ps.add_argument("--noise-factor", type=float, default=0.2)
+    return parser
+
+
+def _run(args, argv) -> int:
+    from . import use
+    from .report import write_report
+    from .reproduce import reproduce
+    from .train import train
+
+    command_line = "aelab " + " ".join(shlex.quote(a) for a in argv)
+    if args.command == "reproduce":
+        m = reproduce(out=args.out, epochs=args.epochs, noise_factor=args.noise_factor, batch_size=args.batch_size,
+                      lr=args.lr, seed=args.seed, limit=args.limit, data=args.data, resume=args.resume,
+                      device=args.device, threads=args.threads, progress=args.progress, command=command_line)
+        print(m["summary"]["text"])
+        print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
+    elif args.command == "train":
+        train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
+              batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
+              resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
+              size=args.size, net_options=dict(args.net_options), **dict(args.options))
+        print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
+    elif args.command == "denoise":
+        out = use.denoise(args.run, args.inputs, out=args.out)
+        print(f"wrote {out}/")
+    elif args.command == "report":
+        print(f"wrote {write_report(args.run)}")
+    elif args.command == "data":
+        if args.data_command != "show":
+            raise AelabError("expected `aelab data show`, found no action; see `aelab data --help`")
+        for p in use.show_data(args.data, args.out, args.noise_factor, args.split):
+            print(f"wrote {p}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _run(args, argv)
+    except AelabError as exc:
+        print(f"aelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"aelab: interrupted: {exc or 'stopped'}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""Data: the Fashion-MNIST IDX files, folders of images, ``.npz`` arrays.
+
+Every loader returns a :class:`Dataset`: float32 images in NCHW layout scaled to [0, 1]
+(``x / 255`` for 8-bit sources), int64 labels and the class names.
+
+IDX format (LeCun's MNIST page): a big-endian header ``0x00 0x00 <type> <ndim>`` followed
+by ``ndim`` uint32 sizes and the data; images are type 0x08 (ubyte) with 3 dimensions
+(magic 2051), labels type 0x08 with 1 dimension (magic 2049).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError, DataNotFoundError
+
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+
+
+@dataclass
+class Dataset:
+    """Images ``x`` (N, C, H, W) float32 in [0, 1], labels ``y`` (N,) int64, class names."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    class_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.x.shape[1:])  # (C, H, W)
+
+    def subset(self, limit: int | None) -> "Dataset":
+        """The first ``limit`` items (all of them when ``limit`` is None)."""
+        if limit is None:
+            return self
+        return Dataset(self.x[:limit], self.y[:limit], self.class_names)
+
+
+# --------------------------------------------------------------------------- IDX files
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"expected an IDX file at {path}, found nothing; check the path") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
+    if raw[:2] == b"\x1f\x8b":  # gzip magic
+        try:
+            return gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(
+                f"{path} is a truncated or corrupt gzip file ({exc}); download it again "
+                "or reinstall the package dataset-fashion-mnist") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a uint8 array, checking magic and sizes."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise DataError(f"{path}: expected an IDX header of at least 4 bytes, found {len(raw)} bytes; "
+                        "the file is truncated, download it again")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim == 0:
+        magic = struct.unpack(">I", raw[:4])[0]
+        raise DataError(f"{path}: expected an IDX file of unsigned bytes (magic 0x00000801 or "
+                        f"0x00000803), found magic 0x{magic:08x}; is this really an IDX file?")
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise DataError(f"{path}: expected an IDX file with {expected_ndim} dimension(s) "
+                        f"(magic 0x{0x800 + expected_ndim:08x}), found {ndim}; images and labels swapped?")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: expected a {header}-byte header, found {len(raw)} bytes; "
+                        "the file is truncated, download it again")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header != count:
+        raise DataError(f"{path}: the header promises {count} bytes of data for shape {shape}, "
+                        f"found {len(raw) - header}; the file is truncated or corrupt, download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    # the Fashion-MNIST project's own naming is the same; also accept the dotted form
+    for name in (stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/aelab/fashion-mnist`` (``~/.cache/aelab/fashion-mnist`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aelab" / "fashion-mnist"
+
+
+def candidate_dirs(path: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Where the Fashion-MNIST files are looked for, in order, with the reason for each."""
+    found = []
+    if path is not None:
+        found.append(("--data", Path(path)))
+    if os.environ.get("AELAB_DATA"):
+        found.append(("$AELAB_DATA", Path(os.environ["AELAB_DATA"])))
+    found.append(("user cache", user_cache_dir()))
+    found.append(("Debian package", SYSTEM_DIR))
+    return found
+
+
+def locate_fashion_mnist(path: str | os.PathLike | None = None) -> Path:
+    """The first folder holding the four Fashion-MNIST files.
+
+    Looks in: ``path`` (when given), ``$AELAB_DATA``, :func:`user_cache_dir`, and
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). An explicit
+    ``path`` that lacks the files is an error at once: a user who names a folder means it.
+    """
+    stems = [s for pair in FASHION_FILES.values() for s in pair]
+    looked = []
+    for why, folder in candidate_dirs(path):
+        missing = [s for s in stems if _find_file(folder, s) is None]
+        if not missing:
+            return folder
+        looked.append(f"{folder} ({why})")
+        if why == "--data":
+            raise DataNotFoundError(
+                f"expected the four Fashion-MNIST IDX files in {folder}, missing {', '.join(missing)}; "
+                "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+                "and t10k-labels-idx1-ubyte.gz there")
+    raise DataNotFoundError(
+        "Fashion-MNIST not found; looked in " + ", ".join(looked) +
+        "; install it with `apt-get install dataset-fashion-mnist`, or put the four IDX files "
+        "from github.com/zalandoresearch/fashion-mnist in a folder and pass --data FOLDER "
+        "(or set AELAB_DATA)")
+
+
+def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike,
+                  num_classes: int | None = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Read an images file and its labels file, checking that they agree."""
+    images = read_idx(images_path, expected_ndim=3)
+    labels = read_idx(labels_path, expected_ndim=1)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+                        f"{labels.shape[0]} labels; expected the same count, the files do not belong together")
+    if num_classes is not None and labels.size and int(labels.max()) >= num_classes:
+        bad = int(np.argmax(labels >= num_classes))
+        raise DataError(f"{labels_path}: expected labels 0..{num_classes - 1}, found {int(labels[bad])} "
+                        f"at index {bad}; the labels file is corrupt, download it again")
+    return images, labels
+
+
+def load_fashion_mnist(split: str = "train", path: str | os.PathLike | None = None,
+                       limit: int | None = None) -> Dataset:
+    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000) as a :class:`Dataset`."""
+    if split not in FASHION_FILES:
+        raise DataError(f"expected split 'train' or 'test', found {split!r}")
+    folder = locate_fashion_mnist(path)
+    img_stem, lbl_stem = FASHION_FILES[split]
+    images, labels = load_idx_pair(_find_file(folder, img_stem), _find_file(folder, lbl_stem))
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Dataset(x, y, list(FASHION_CLASSES))
+
+
+# --------------------------------------------------------------------------- arrays
+
+def check_images(x, name: str = "images") -> torch.Tensor:
+    """Return ``x`` as a float32 NCHW tensor in [0, 1], or raise a :class:`DataError` saying why not."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"expected {name} as a torch.Tensor or numpy array, found {type(x).__name__}")
+    if x.ndim != 4:
+        raise DataError(f"expected {name} of rank 4 (N, C, H, W), found shape {tuple(x.shape)}; "
+                        "add the missing axes, e.g. x[:, None] for (N, H, W) grey images")
+    if x.shape[0] == 0:
+        raise DataError(f"expected at least one image in {name}, found an empty array of shape {tuple(x.shape)}")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise DataError(f"expected {name} channels first (N, C, H, W), found shape {tuple(x.shape)} which "
+                        "looks channels last; use x.permute(0, 3, 1, 2)")
+    if not torch.is_floating_point(x):
+        raise DataError(f"expected {name} as floats in [0, 1], found dtype {str(x.dtype).replace('torch.', '')}"
+                        f"; scale 8-bit images with x.float() / 255")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"expected finite values in {name}, found {bad} NaN or infinite value(s); "
+                        "clean or drop those images")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = "; scale 8-bit images with x / 255" if hi > 1.0 and hi <= 255.0 else ""
+        raise DataError(f"expected {name} in [0, 1], found values in [{lo:.4g}, {hi:.4g}]{hint}")
+    return x.float().contiguous()
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """An ``.npz`` with images under ``x`` (or ``images``), optional ``y``/``labels`` and
+    ``class_names``. (N, H, W) arrays are taken as grey; uint8 arrays are scaled by 1/255."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise DataNotFoundError(f"expected an .npz file at {path}, found nothing; check the path") from None
+    except (ValueError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: expected a NumPy .npz archive without pickled objects, "
+                        f"could not read it ({exc})") from None
+    key = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
+    if key is None:
+        raise DataError(f"{path}: expected an array named 'x' or 'images', found {sorted(arrays)}; "
+                        "save with np.savez(path, x=images, y=labels)")
+    x = arrays[key]
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif x.dtype.kind == "f":
+        x = x.astype(np.float32)
+    x = check_images(x, name=f"{path}:{key}")
+    y_key = next((k for k in ("y", "labels") if k in arrays), None)
+    y = torch.from_numpy(arrays[y_key].astype(np.int64)) if y_key else torch.zeros(len(x), dtype=torch.int64)
+    if y.shape != (len(x),):
+        raise DataError(f"{path}: expected {len(x)} labels, found shape {tuple(y.shape)}")
+    names = [str(s) for s in arrays["class_names"]] if "class_names" in arrays else \
+        [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    return Dataset(x, y, names)
+
+
+# --------------------------------------------------------------------------- image folders
+
+def _load_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise DataError(f"{path}: expected an 8-bit image, found mode {mode} (16-bit or float); "
+                                "convert it to 8-bit grey or RGB first")
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode in ("RGBA", "LA", "PA"):
+                alpha = np.asarray(im.getchannel("A"))
+                if alpha.min() < 255:
+                    raise DataError(f"{path}: expected an opaque image, found an alpha channel with "
+                                    "transparent pixels; flatten it onto a background first")
+                im = im.convert("RGB" if mode == "RGBA" else "L")
+            elif mode not in ("L", "RGB"):
+                im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(im)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: expected a PNG or JPEG image, found a file Pillow cannot read; "
+                        "remove it from the folder") from None
+    except OSError as exc:
+        raise DataError(f"{path}: expected a readable image, found a broken file ({exc}); "
+                        "remove or replace it") from None
+
+
+def load_image_folder(folder: str | os.PathLike, size: tuple[int, int] | int | None = None) -> Dataset:
+    """A folder of PNG/JPEG images, one subfolder per class (or images directly inside).
+
+    All images must be one size unless ``size`` (H, W) is given. Grey images stay grey
+    unless the folder mixes grey and colour, in which case all become RGB. Files that
+    are not images (by suffix) are ignored; a file with an image suffix that cannot be
+    read is an error naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"expected a folder of images at {folder}, found nothing; check the path")
+    if isinstance(size, int):
+        size = (size, size)
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    groups = [(d.name, d) for d in subdirs] if subdirs else [("all", folder)]
+    paths, labels = [], []
+    for label, (_, d) in enumerate(groups):
+        for p in sorted(d.iterdir()):
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(p)
+                labels.append(label)
+    if not paths:
+        raise DataError(f"expected PNG or JPEG images in {folder} (or in one subfolder per class), "
+                        "found none")
+    arrays = [_load_image(p, size) for p in paths]
+    shapes = {a.shape[:2] for a in arrays}
+    if len(shapes) > 1:
+        first = arrays[0].shape[:2]
+        odd = next(p for p, a in zip(paths, arrays) if a.shape[:2] != first)
+        raise DataError(f"expected images of one size in {folder}, found {len(shapes)} sizes "
+                        f"(e.g. {paths[0].name} is {first[0]}x{first[1]}, {odd.name} differs); pass --size H,W to resize")
+    colour = any(a.ndim == 3 for a in arrays)
+    stack = []
+    for a in arrays:
+        if colour and a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        stack.append(a if a.ndim == 3 else a[:, :, None])
+    x = torch.from_numpy(np.stack(stack).astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    return Dataset(x, torch.tensor(labels, dtype=torch.int64), [name for name, _ in groups])
+
+
+def load_dataset(source: str | os.PathLike | None = None, split: str = "train",
+                 limit: int | None = None, size: tuple[int, int] | int | None = None) -> Dataset:
+    """Load whatever ``source`` names: an ``.npz`` file, a folder of images, a folder of
+    Fashion-MNIST IDX files, or (None) Fashion-MNIST from the usual places."""
+    if source is not None:
+        p = Path(source)
+        if p.suffix == ".npz":
+            return load_npz(p).subset(limit)
+        if p.is_dir() and _find_file(p, FASHION_FILES[split][0]) is None:
+            return load_image_folder(p, size=size).subset(limit)
+    return load_fashion_mnist(split, path=source, limit=limit)
+
+
+def has_test_split(source: str | os.PathLike | None) -> bool:
+    """True when ``source`` is Fashion-MNIST (None, or a folder of its IDX files)."""
+    if source is None:
+        return True
+    p = Path(source)
+    return p.is_dir() and _find_file(p, FASHION_FILES["test"][0]) is not None

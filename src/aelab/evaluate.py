@@ -1,0 +1,33 @@
+"""Measuring a model: PSNR/SSIM of the noisy input and of the model's output at each
+noise factor, with the fixed evaluation noise of PROTOCOLS.md."""
+
+from __future__ import annotations
+
+import torch
+
+from .metrics import quality
+from .noise import add_evaluation_noise, evaluation_noise
+
+NOISE_FACTORS = (0.1, 0.2, 0.3, 0.5)
+
+
+@torch.no_grad()
+def apply_model(model, x: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """``model(x)`` in batches, on the model's device, returned on the CPU."""
+    model.eval()
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    outs = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+def denoising_quality(model, x: torch.Tensor, factors=NOISE_FACTORS, batch_size: int = 1000) -> dict:
+    """``{"0.2": {"noisy": {psnr, ssim}, "model": {psnr, ssim}}, ...}`` on the images ``x``."""
+    base = evaluation_noise(x.shape)
+    out = {}
+    for f in factors:
+        x_noisy = add_evaluation_noise(x, f, base)
+        x_hat = apply_model(model, x_noisy, batch_size)
+        out[f"{f:g}"] = {"noisy": quality(x, x_noisy), "model": quality(x, x_hat)}
+    return out

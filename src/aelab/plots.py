@@ -1,0 +1,118 @@
+"""Figures, drawn with matplotlib's Agg backend and saved as PNG (never shown).
+
+Each function takes tensors or arrays in [0, 1] (N, C, H, W) and a path, writes the
+figure atomically and returns the path.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .runs import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _image(x) -> tuple[np.ndarray, str | None]:
+    """(C, H, W) in [0, 1] -> an array imshow draws, and the colormap to use."""
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    if a.shape[0] == 1:
+        return a[0], "gray"
+    return np.transpose(a, (1, 2, 0)), None
+
+
+def _save(fig, path) -> Path:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def image_grid(images, path, titles=None, ncols: int = 10, suptitle: str | None = None, cell: float = 1.3) -> Path:
+    """A grid of images (the tutorial's 5 x 10 sample grid), each with an optional title."""
+    plt = _plt()
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * (cell + 0.25)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img, cmap = _image(images[i])
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def rows(named_rows: list[tuple[str, object]], path, titles=None, suptitle: str | None = None,
+         cell: float = 1.3) -> Path:
+    """Rows of images side by side, each row labelled on its left (e.g. noisy / cleaned / original)."""
+    plt = _plt()
+    nrows = len(named_rows)
+    ncols = max(len(r) for _, r in named_rows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell + 1.0, nrows * (cell + 0.2)), squeeze=False)
+    for r, (label, images) in enumerate(named_rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                img, cmap = _image(images[c])
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+                if r == 0 and titles is not None:
+                    ax.set_title(str(titles[c]), fontsize=8)
+        axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def history(hist: dict, path, title: str = "Training") -> Path:
+    """Loss per epoch, train and validation, one panel per loss term."""
+    plt = _plt()
+    terms = list(hist.get("train", {}))
+    terms = ["loss"] + [t for t in terms if t != "loss"] if "loss" in terms else terms
+    ncols = max(1, len(terms))
+    fig, axes = plt.subplots(1, ncols, figsize=(4.5 * ncols, 3.4), squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        train = hist["train"][term]
+        epochs = np.arange(1, len(train) + 1)
+        ax.plot(epochs, train, "o-", label="train")
+        if term in hist.get("val", {}):
+            ax.plot(epochs[:len(hist["val"][term])], hist["val"][term], "s--", label="validation (test set)")
+        ax.set_xlabel("epoch")
+        ax.set_title(term)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def lines(x_values, series: dict[str, list[float]], path, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """One line per named series against shared x values (e.g. PSNR against noise factor)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, ys in series.items():
+        ax.plot(x_values, ys, "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

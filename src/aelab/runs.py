@@ -1,0 +1,194 @@
+"""A run on disk (DESIGN.md): ``config.json``, ``model.safetensors``, ``history.json``,
+``metrics.json``, ``figures/``, ``report.html``; plus ``checkpoint.pt`` (training state for
+``--resume``, loaded with ``weights_only=True``).
+
+Every file is written atomically: a temporary file in the same folder, flushed and
+fsynced, then renamed over the target, so a run killed at any moment leaves the old file
+or the new one, never a torn one. Nothing user-facing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
+    "config.json", "model.safetensors", "history.json", "metrics.json", "checkpoint.pt")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"expected {path.name} in {path.parent}, found nothing; "
+                          "is this a run directory written by `aelab train` or `aelab reproduce`?") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: expected valid JSON, found an error at line {exc.lineno} ({exc.msg}); "
+                          "the file is damaged, retrain or restore it") from None
+
+
+def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped module's state dict (no ``module.`` or ``_orig_mod.`` prefixes)."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
+
+
+def save_weights(model: torch.nn.Module, path) -> Path:
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save(_state_dict(model), metadata={"format": "pt"}))
+
+
+def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        state = load(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"expected weights at {path}, found nothing; the run did not finish "
+                          "training (resume it with --resume)") from None
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc})") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                  f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the config builds {tuple(own[wrong[0]].shape)}")
+        raise ConfigError(f"{path}: the weights do not match the model in config.json ({detail}); "
+                          "the two files come from different runs")
+    model.load_state_dict(state)
+    return model
+
+
+def save_model(model, run_dir, train_config: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir``."""
+    from . import __version__
+
+    run_dir = Path(run_dir)
+    config = {"format_version": FORMAT_VERSION, "aelab_version": __version__,
+              "model": getattr(model, "module", model).config()}
+    if train_config is not None:
+        config["train"] = train_config
+    if extra:
+        config.update(extra)
+    write_json(run_dir / CONFIG, config)
+    save_weights(model, run_dir / WEIGHTS)
+    return run_dir
+
+
+def read_config(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"expected a run directory at {run_dir}, found nothing; "
+                          "train one with `aelab train --out DIR` or `aelab reproduce`")
+    config = read_json(run_dir / CONFIG)
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise ConfigError(f"{run_dir / CONFIG}: expected an integer 'format_version', found {version!r}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"{run_dir / CONFIG}: written by a newer aelab (format {version}, this one reads "
+                          f"up to {FORMAT_VERSION}); upgrade aelab with pip install -U aelab")
+    if not isinstance(config.get("model"), dict):
+        raise ConfigError(f"{run_dir / CONFIG}: expected a 'model' section, found none")
+    return config
+
+
+def model_from_config(model_config: dict):
+    import difflib
+
+    from .models import build_model
+
+    known = {"kind", "net", "input_shape", "net_options", "options"}
+    for key in model_config:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"config.json: unknown key {key!r} in 'model'; {hint}")
+    if "kind" not in model_config or "input_shape" not in model_config:
+        raise ConfigError("config.json: expected 'kind' and 'input_shape' in 'model', found "
+                          f"{sorted(model_config)}; the file is damaged, retrain or restore it")
+    return build_model(model_config["kind"], model_config["input_shape"], net=model_config.get("net", "conv"),
+                       net_options=model_config.get("net_options"), **model_config.get("options", {}))
+
+
+def load_model(run_dir, device: str | torch.device = "cpu"):
+    """Rebuild the model of ``run_dir`` from its config and load its weights, in eval mode."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model = model_from_config(config["model"])
+    load_weights(model, run_dir / WEIGHTS)
+    return model.to(device).eval()
+
+
+def load_history(run_dir) -> dict:
+    return read_json(Path(run_dir) / HISTORY)
+
+
+def update_metrics(run_dir, **sections) -> dict:
+    """Merge ``sections`` into ``metrics.json`` (created when missing) and return the whole."""
+    path = Path(run_dir) / METRICS
+    metrics = read_json(path) if path.exists() else {}
+    metrics.update(sections)
+    write_json(path, metrics)
+    return metrics
+
+
+def inside(run_dir, relative: str) -> Path:
+    """``run_dir / relative``, refusing any path that would escape ``run_dir``."""
+    base = Path(run_dir).resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise ConfigError(f"expected a path inside {base}, found {relative!r} which escapes it")
+    return target

@@ -1,0 +1,322 @@
+"""The fit loop: in-memory batches, Adam, fresh seeded noise per batch, validation each
+epoch, every loss term logged, atomic checkpoints, exact resume.
+
+Reproducibility: ``seed`` drives the initial weights (``torch.manual_seed``), the batch
+order and the noise (two ``torch.Generator`` seeded from it). A checkpoint holds the
+model, the optimizer, both generators and the position inside the epoch, so a resumed
+run ends bit-identical (on CPU) to one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .data import check_images, has_test_split, load_dataset
+from .errors import ConfigError, TrainingError
+from .models import Autoencoder, build_model
+from .noise import Noise, parse_noise
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10            # the tutorial trains 10 epochs
+    batch_size: int = 32        # Keras' default batch size, which the tutorial uses
+    lr: float = 1e-3            # Adam's default learning rate (Keras and PyTorch agree)
+    seed: int = 0               # initial weights, batch order and noise all follow from it
+    noise: str | None = None    # corruption of the input, e.g. "gaussian:0.2"; None = the kind's default
+    device: str = "auto"        # "auto" = CUDA when present, else CPU
+    threads: int | None = None  # CPU threads for torch; None leaves torch's choice
+    val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
+    progress: bool = True       # a progress bar on stderr
+
+    def check(self) -> "TrainConfig":
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"expected epochs >= 1, found {self.epochs}; e.g. --epochs 10")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"expected batch size >= 1, found {self.batch_size}; e.g. --batch-size 32")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"expected a learning rate > 0, found {self.lr}; e.g. --lr 1e-3")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        parse_noise(self.noise)  # raises on a bad spec
+        resolve_device(self.device)
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"expected a device like auto, cpu or cuda, found {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("expected a CUDA GPU for --device cuda, found none; use --device cpu")
+    return dev
+
+
+@dataclass
+class _State:
+    epoch: int = 0                      # epochs finished
+    step: int = 0                       # steps finished inside the current epoch
+    perm: torch.Tensor | None = None    # the current epoch's batch order
+    sums: dict = field(default_factory=dict)  # running sums of the terms in the current epoch
+    history: dict = field(default_factory=lambda: {"train": {}, "val": {}, "seconds": []})
+    seconds: float = 0.0                # time spent in the current epoch so far
+
+
+def _validate(model, x_in, x_target, batch_size) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    n = len(x_in)
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            terms = model.loss(x_in[i:i + batch_size], x_target[i:i + batch_size])
+            k = len(x_in[i:i + batch_size])
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * k
+    model.train()
+    return {name: s / n for name, s in sums.items()}
+
+
+def _sanity_check(model: Autoencoder, x: torch.Tensor, noise: Noise) -> None:
+    """One forward/backward pass on a tiny batch, failing early with likely causes."""
+    batch = x[:2]
+    try:
+        x_hat = model(noise(batch, torch.Generator().manual_seed(0)))
+    except RuntimeError as exc:
+        raise ConfigError(f"the model cannot process images of shape {tuple(batch.shape[1:])} ({exc}); "
+                          "check the network options against the image size") from None
+    if x_hat.shape != batch.shape:
+        raise ConfigError(f"expected the network to reconstruct shape {tuple(batch.shape)}, it gives "
+                          f"{tuple(x_hat.shape)}; check the network options")
+
+
+class _Interrupt:
+    """Turn SIGINT/SIGTERM into a flag checked between steps, so the loop can checkpoint."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = {}
+
+    def __enter__(self):
+        if hasattr(signal, "SIGTERM") and threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.hit:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: _State, perm_gen, noise_gen) -> None:
+    import io
+
+    payload = {
+        "model": runs._state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "epoch": state.epoch, "step": state.step, "seconds": state.seconds,
+        "perm": state.perm if state.perm is not None else torch.empty(0, dtype=torch.long),
+        "sums": state.sums, "history": state.history,
+        "perm_gen": perm_gen.get_state(), "noise_gen": noise_gen.get_state(),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    runs.atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, model, optimizer, perm_gen, noise_gen) -> _State:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"expected a checkpoint at {path} to resume from, found nothing; "
+                          "start the run without --resume") from None
+    except Exception as exc:  # a damaged file: say so in one line
+        raise ConfigError(f"{path}: expected a training checkpoint, could not read it "
+                          f"({type(exc).__name__}); delete it and start again without --resume") from None
+    getattr(model, "module", model).load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    perm_gen.set_state(payload["perm_gen"])
+    noise_gen.set_state(payload["noise_gen"])
+    perm = payload["perm"] if payload["perm"].numel() else None
+    return _State(epoch=payload["epoch"], step=payload["step"], perm=perm, sums=payload["sums"],
+                  history=payload["history"], seconds=payload["seconds"])
+
+
+def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = None,
+        config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
+        resume: bool = False, stop_after_steps: int | None = None) -> dict:
+    """Train ``model`` in place and return its history.
+
+    ``x_train`` (and ``x_val``) are float32 NCHW in [0, 1]. Each step corrupts a batch with
+    the configured noise and minimises ``model.loss(x_noisy, x)["loss"]`` with Adam. After
+    each epoch the validation terms are computed on ``x_val`` corrupted by the fixed
+    evaluation noise, and (with ``run_dir``) a checkpoint is written atomically.
+    ``stop_after_steps`` stops early as Ctrl-C would (used by tests of resume).
+    """
+    config = (config or TrainConfig()).check()
+    x_train = check_images(x_train, "training images")
+    if x_val is not None:
+        x_val = check_images(x_val, "validation images")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    noise = parse_noise(config.noise if config.noise is not None else model.default_noise)
+    model.to(device).train()
+    _sanity_check(model, x_train.to(device), noise)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    perm_gen = torch.Generator().manual_seed(config.seed)
+    noise_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
+    ckpt = Path(run_dir) / runs.CHECKPOINT if run_dir is not None else None
+    state = _State()
+    if resume:
+        if ckpt is None:
+            raise ConfigError("resume needs a run directory holding checkpoint.pt; pass --out DIR")
+        state = _load_checkpoint(ckpt, model, optimizer, perm_gen, noise_gen)
+        model.to(device)
+
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    x_train_dev = x_train.to(device)
+    val_in = val_target = None
+    if x_val is not None:
+        val_target = x_val.to(device)
+        val_in = noise(val_target, torch.Generator().manual_seed(0))  # fixed evaluation noise
+
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch + state.step,
+                   unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    steps_done = 0
+    with _Interrupt() as interrupt:
+        while state.epoch < config.epochs:
+            t0 = time.perf_counter()
+            if state.perm is None:
+                state.perm = torch.randperm(n, generator=perm_gen)
+                state.step, state.sums, state.seconds = 0, {}, 0.0
+            if bar is not None:
+                bar.set_description(f"epoch {state.epoch + 1}/{config.epochs}")
+            while state.step < steps_per_epoch:
+                idx = state.perm[state.step * config.batch_size:(state.step + 1) * config.batch_size]
+                x = x_train_dev[idx.to(device)]
+                x_in = noise(x, noise_gen)
+                terms = model.loss(x_in, x)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                    raise TrainingError(
+                        f"expected a finite loss, found {float(loss.detach())} in term(s) {', '.join(bad)} at epoch "
+                        f"{state.epoch + 1} step {state.step + 1}; lower the learning rate (--lr) or check "
+                        f"the data; the last good checkpoint is kept" + (f" in {ckpt}" if ckpt else ""))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                k = len(idx)
+                for name, value in terms.items():
+                    state.sums[name] = state.sums.get(name, 0.0) + float(value.detach()) * k
+                state.step += 1
+                steps_done += 1
+                if bar is not None:
+                    bar.update(1)
+                    if state.step % 20 == 0 or state.step == steps_per_epoch:
+                        bar.set_postfix(loss=f"{state.sums['loss'] / min(n, state.step * config.batch_size):.4f}")
+                if interrupt.hit or (stop_after_steps is not None and steps_done >= stop_after_steps):
+                    state.seconds += time.perf_counter() - t0
+                    if ckpt is not None:
+                        _save_checkpoint(ckpt, model, optimizer, state, perm_gen, noise_gen)
+                    if bar is not None:
+                        bar.close()
+                    if interrupt.hit:
+                        where = f"; resume with --resume --out {run_dir}" if run_dir else ""
+                        raise KeyboardInterrupt(f"stopped at epoch {state.epoch + 1} step {state.step}, "
+                                                f"checkpoint written{where}")
+                    return state.history
+            # end of epoch: log the terms, validate, checkpoint
+            for name, s in state.sums.items():
+                state.history["train"].setdefault(name, []).append(s / n)
+            if val_in is not None:
+                for name, v in _validate(model, val_in, val_target, config.val_batch_size).items():
+                    state.history["val"].setdefault(name, []).append(v)
+            state.seconds += time.perf_counter() - t0
+            state.history["seconds"].append(state.seconds)
+            state.epoch += 1
+            state.perm, state.step, state.sums, state.seconds = None, 0, {}, 0.0
+            if bar is not None:
+                val = state.history["val"].get("loss")
+                bar.set_postfix(loss=f"{state.history['train']['loss'][-1]:.4f}",
+                                **({"val": f"{val[-1]:.4f}"} if val else {}))
+            if run_dir is not None:
+                runs.save_weights(model, Path(run_dir) / runs.WEIGHTS)
+                runs.write_json(Path(run_dir) / runs.HISTORY, state.history)
+                _save_checkpoint(ckpt, model, optimizer, state, perm_gen, noise_gen)
+    if bar is not None:
+        bar.close()
+    return state.history
+
+
+def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
+          epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, noise: str | None = None,
+          seed: int = 0, limit: int | None = None, resume: bool = False, device: str = "auto",
+          threads: int | None = None, progress: bool = True, size=None,
+          net_options: dict | None = None, **options) -> Autoencoder:
+    """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
+
+    ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
+    :func:`aelab.data.load_dataset`). Validation uses the test split when there is one.
+    ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``).
+    """
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise=noise,
+                         device=device, threads=threads, progress=progress).check()
+    out = Path(out)
+    train_set = load_dataset(data, "train", limit=limit, size=size)
+    val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
+    record = _train_record(config, data, limit)
+    if resume:
+        saved = runs.read_config(out)
+        model = runs.model_from_config(saved["model"])
+        config = TrainConfig.from_dict({**saved.get("train", {}), "epochs": epochs, "progress": progress,
+                                        "device": device, "threads": threads}).check()
+        record = {**saved.get("train", {}), "epochs": epochs}
+    else:
+        torch.manual_seed(seed)
+        model = build_model(kind, train_set.input_shape, net=net, net_options=net_options, **options)
+        runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+    fit(model, train_set.x, val_set.x if val_set else None, config, run_dir=out, resume=resume)
+    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+    return model
+
+
+def _train_record(config: TrainConfig, data, limit) -> dict:
+    record = asdict(config)
+    record.pop("progress", None)
+    record.update({"data": None if data is None else str(data), "limit": limit})
+    return record

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+
+from aelab import runs
+from aelab.errors import ConfigError, TrainingError
+from aelab.models import build_model
+from aelab.train import TrainConfig, fit, train
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 12, 12, generator=g), torch.rand(32, 1, 12, 12, generator=g)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("denoising", (1, 12, 12), net="conv")
+
+
+def test_fit_logs_terms_and_learns(tmp_path):
+    x, xv = _data()
+    model = _model()
+    hist = fit(model, x, xv, TrainConfig(epochs=3, batch_size=16, progress=False), run_dir=tmp_path)
+    assert set(hist["train"]) == {"loss", "reconstruction"} and len(hist["train"]["loss"]) == 3
+    assert len(hist["val"]["loss"]) == 3 and len(hist["seconds"]) == 3
+    assert hist["train"]["loss"][-1] < hist["train"]["loss"][0]
+    assert json.loads((tmp_path / "history.json").read_text()) == hist
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "model.safetensors").exists()
+
+
+def test_same_seed_same_weights_and_resume_is_exact(tmp_path):
+    x, xv = _data()
+    cfg = TrainConfig(epochs=3, batch_size=16, progress=False, seed=5)
+    full = _model()
+    fit(full, x, xv, cfg, run_dir=tmp_path / "full")
+    # stop in the middle of epoch 2 (as Ctrl-C or a kill after a checkpoint would), then resume
+    part = _model()
+    fit(part, x, xv, cfg, run_dir=tmp_path / "part", stop_after_steps=9)
+    resumed = _model(seed=99)  # whatever the fresh weights, the checkpoint replaces them
+    hist = fit(resumed, x, xv, cfg, run_dir=tmp_path / "part", resume=True)
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert hist["train"] == runs.load_history(tmp_path / "full")["train"]
+    assert runs.load_history(tmp_path / "part")["train"] == runs.load_history(tmp_path / "full")["train"]
+
+
+def test_bad_options():
+    for kwargs, msg in (({"epochs": 0}, "epochs >= 1"), ({"batch_size": -3}, "batch size >= 1"),
+                        ({"noise": "gaussian:9"}, "noise factor in"), ({"lr": 0.0}, "learning rate")):
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig(**kwargs).check()
+
+
+def test_nan_loss_stops_cleanly(tmp_path):
+    x, xv = _data()
+    model = _model()
+    fit(model, x, xv, TrainConfig(epochs=1, batch_size=16, progress=False), run_dir=tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="reconstruction.*epoch 1 step 1.*last good checkpoint"):
+        fit(model, x, xv, TrainConfig(epochs=1, batch_size=16, progress=False), run_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_train_api_on_fake_fashion(fake_fashion, tmp_path):
+    model = train(kind="denoising", data=str(fake_fashion), out=str(tmp_path / "run"), epochs=2,
+                  batch_size=16, progress=False)
+    cfg = runs.read_config(tmp_path / "run")
+    assert cfg["model"]["kind"] == "denoising" and cfg["train"]["epochs"] == 2
+    loaded = runs.load_model(tmp_path / "run")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+    # resume to more epochs continues the history
+    train(data=str(fake_fashion), out=str(tmp_path / "run"), epochs=3, resume=True, progress=False)
+    assert len(runs.load_history(tmp_path / "run")["train"]["loss"]) == 3
