@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 
-from .errors import AelabError
+from .errors import AelabError, AelabWarning
 
 
 def _size(text: str):
@@ -82,6 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("--run", required=True)
 
+    p = sub.add_parser("embed", formatter_class=fmt, help="2-D map of the codes (t-SNE, UMAP, PCA), scored",
+                       description="Encode images with a run's model (a VAE's posterior mean), map the codes to 2-D\n"
+                       "and write figures/map_<method>.png (coloured by class), figures/map_<method>_thumbnails.png,\n"
+                       "embedding_<method>.npz and the map's trustworthiness@10 and 2-D kNN-5 accuracy in\n"
+                       "metrics.json; then rewrite report.html. --baseline maps PCA codes of the pixels instead."
+                       "\n\nexamples:\n  aelab embed --run runs/reproduce --method tsne\n"
+                       "  aelab embed --run runs/reproduce --baseline pca32 --method tsne")
+    p.add_argument("--run", default=None, help="a run directory: its model gives the codes and its folder gets the files")
+    p.add_argument("--method", default="tsne", help="tsne (openTSNE, else scikit-learn), umap or pca (default tsne)")
+    p.add_argument("--on", default="test", choices=["test", "train"], help="which split to encode (default test)")
+    p.add_argument("--baseline", default=None, help="codes without a model: pcaN (e.g. pca32) or pixels")
+    p.add_argument("--data", default=None, help="data source (default: what the run was trained on)")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
+    p.add_argument("--out", default=None, help="where the files go (default: the run directory)")
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+    p.add_argument("--exaggeration", type=float, default=None, help="t-SNE exaggeration after the early phase (default 1)")
+    p.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbourhood size (default 15)")
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP minimum distance (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random state of the map")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     p = sub.add_parser("data", help="look at the data")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     ps = dsub.add_parser("show", formatter_class=fmt, help="draw the first 50 images, clean and noisy",
@@ -115,6 +138,16 @@ def _run(args, argv) -> int:
     elif args.command == "denoise":
         out = use.denoise(args.run, args.inputs, out=args.out)
         print(f"wrote {out}/")
+    elif args.command == "embed":
+        from .embed import embed
+        e = embed(run=args.run, method=args.method, on=args.on, baseline=args.baseline, data=args.data,
+                  limit=args.limit, out=args.out, perplexity=args.perplexity, exaggeration=args.exaggeration,
+                  n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, threads=args.threads,
+                  progress=args.progress, command=command_line)
+        print(f"{e['source']} + {e['method']} on {e['points']:,} {e['split']} images: trustworthiness@"
+              f"{e['trustworthiness_neighbors']} {e['trustworthiness']:.4f}, 2-D kNN-{e['knn_neighbors']} "
+              f"{e['knn_accuracy']:.4f} (codes {e['codes_knn_accuracy']:.4f}), map {e['seconds_map']:.1f} s")
+        print("wrote " + ", ".join(e["files"]))
     elif args.command == "report":
         print(f"wrote {write_report(args.run)}")
     elif args.command == "data":
@@ -132,8 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    shown = warnings.showwarning
+
+    def one_line(message, category, *rest, **kw):  # aelab's own warnings as one line, others as usual
+        if issubclass(category, AelabWarning):
+            print(f"aelab: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
     try:
-        return _run(args, argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            return _run(args, argv)
     except AelabError as exc:
         print(f"aelab: error: {exc}", file=sys.stderr)
         return 2

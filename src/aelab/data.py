@@ -11,8 +11,11 @@ by ``ndim`` uint32 sizes and the data; images are type 0x08 (ubyte) with 3 dimen
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError, DataNotFoundError
+from .errors import ConfigError, DataError, DataNotFoundError, DataWarning
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -55,53 +58,75 @@ class Dataset:
         """The first ``limit`` items (all of them when ``limit`` is None)."""
         if limit is None:
             return self
+        check_limit(limit)
         return Dataset(self.x[:limit], self.y[:limit], self.class_names)
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"expected a limit of at least 1 image, found {limit!r}; e.g. --limit 1000, "
+                          "or leave it out for the whole split")
 
 
 # --------------------------------------------------------------------------- IDX files
 
-def _read_bytes(path: Path) -> bytes:
+# deflate cannot compress better than about 1032:1, so a gzip file of B bytes holds at most
+# ~1032 * B bytes: a header promising more is refused before anything is decompressed.
+_MAX_GZIP_RATIO = 1032
+
+
+def _idx_stream(path: Path, raw: bytes):
+    if raw[:2] == b"\x1f\x8b":  # gzip magic
+        return gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb"), _MAX_GZIP_RATIO * len(raw) + 1024
+    return io.BytesIO(raw), len(raw)
+
+
+def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a uint8 array, checking magic and sizes.
+
+    The header is read first and only the promised number of bytes is then decompressed, so a
+    corrupt header or a gzip bomb cannot make aelab allocate more than the file can hold.
+    Every failure is a :class:`DataError` naming the file.
+    """
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataNotFoundError(f"expected an IDX file at {path}, found nothing; check the path") from None
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(
-                f"{path} is a truncated or corrupt gzip file ({exc}); download it again "
-                "or reinstall the package dataset-fashion-mnist") from None
-    return raw
-
-
-def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
-    """Read one IDX file (gzipped or not) into a uint8 array, checking magic and sizes."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: expected an IDX header of at least 4 bytes, found {len(raw)} bytes; "
-                        "the file is truncated, download it again")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08 or ndim == 0:
-        magic = struct.unpack(">I", raw[:4])[0]
-        raise DataError(f"{path}: expected an IDX file of unsigned bytes (magic 0x00000801 or "
-                        f"0x00000803), found magic 0x{magic:08x}; is this really an IDX file?")
-    if expected_ndim is not None and ndim != expected_ndim:
-        raise DataError(f"{path}: expected an IDX file with {expected_ndim} dimension(s) "
-                        f"(magic 0x{0x800 + expected_ndim:08x}), found {ndim}; images and labels swapped?")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: expected a {header}-byte header, found {len(raw)} bytes; "
-                        "the file is truncated, download it again")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(raw) - header != count:
+        raise DataError(f"cannot read {path}: {exc.strerror}; check that it is a readable file") from None
+    stream, capacity = _idx_stream(path, raw)
+    try:
+        head = stream.read(4)
+        if len(head) < 4:
+            raise DataError(f"{path}: expected an IDX header of at least 4 bytes, found {len(head)} bytes; "
+                            "the file is truncated, download it again")
+        zero, dtype_code, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or dtype_code != 0x08 or ndim == 0:
+            magic = struct.unpack(">I", head)[0]
+            raise DataError(f"{path}: expected an IDX file of unsigned bytes (magic 0x00000801 or "
+                            f"0x00000803), found magic 0x{magic:08x}; is this really an IDX file?")
+        if expected_ndim is not None and ndim != expected_ndim:
+            raise DataError(f"{path}: expected an IDX file with {expected_ndim} dimension(s) "
+                            f"(magic 0x{0x800 + expected_ndim:08x}), found {ndim}; images and labels swapped?")
+        sizes = stream.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise DataError(f"{path}: expected a {4 + 4 * ndim}-byte header, found {4 + len(sizes)} bytes; "
+                            "the file is truncated, download it again")
+        shape = struct.unpack(f">{ndim}I", sizes)
+        count = math.prod(shape)  # Python ints: no overflow, whatever the header says
+        if count > capacity:
+            raise DataError(f"{path}: the header promises {count} bytes of data for shape {shape}, more than "
+                            "the file can hold; the file is truncated or corrupt, download it again")
+        data = stream.read(count + 1)  # one byte more, to see trailing data
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path} is a truncated or corrupt gzip file ({exc}); download it again "
+                        "or reinstall the package dataset-fashion-mnist") from None
+    if len(data) != count:
+        found = f"{len(data)}" if len(data) <= count else "more"
         raise DataError(f"{path}: the header promises {count} bytes of data for shape {shape}, "
-                        f"found {len(raw) - header}; the file is truncated or corrupt, download it again")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+                        f"found {found}; the file is truncated or corrupt, download it again")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -179,6 +204,7 @@ def load_fashion_mnist(split: str = "train", path: str | os.PathLike | None = No
     """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000) as a :class:`Dataset`."""
     if split not in FASHION_FILES:
         raise DataError(f"expected split 'train' or 'test', found {split!r}")
+    check_limit(limit)
     folder = locate_fashion_mnist(path)
     img_stem, lbl_stem = FASHION_FILES[split]
     images, labels = load_idx_pair(_find_file(folder, img_stem), _find_file(folder, lbl_stem))
@@ -194,6 +220,9 @@ def load_fashion_mnist(split: str = "train", path: str | os.PathLike | None = No
 def check_images(x, name: str = "images") -> torch.Tensor:
     """Return ``x`` as a float32 NCHW tensor in [0, 1], or raise a :class:`DataError` saying why not."""
     if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"expected {name} as a numeric array, found dtype {x.dtype}; "
+                            "store images as uint8 (0-255) or floats in [0, 1]")
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise DataError(f"expected {name} as a torch.Tensor or numpy array, found {type(x).__name__}")
@@ -222,15 +251,23 @@ def check_images(x, name: str = "images") -> torch.Tensor:
 def load_npz(path: str | os.PathLike) -> Dataset:
     """An ``.npz`` with images under ``x`` (or ``images``), optional ``y``/``labels`` and
     ``class_names``. (N, H, W) arrays are taken as grey; uint8 arrays are scaled by 1/255."""
+    import zipfile
+
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: expected a NumPy .npz archive, found a single .npy array; "
+                            "save with np.savez(path, x=images, y=labels)")
+        with loaded as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise DataNotFoundError(f"expected an .npz file at {path}, found nothing; check the path") from None
-    except (ValueError, OSError, zlib.error) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: expected a NumPy .npz archive without pickled objects, "
-                        f"could not read it ({exc})") from None
+                        f"could not read it ({type(exc).__name__}: {exc}); save it again with np.savez") from None
     key = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
     if key is None:
         raise DataError(f"{path}: expected an array named 'x' or 'images', found {sorted(arrays)}; "
@@ -244,86 +281,185 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         x = x.astype(np.float32)
     x = check_images(x, name=f"{path}:{key}")
     y_key = next((k for k in ("y", "labels") if k in arrays), None)
-    y = torch.from_numpy(arrays[y_key].astype(np.int64)) if y_key else torch.zeros(len(x), dtype=torch.int64)
+    if y_key is None:
+        y = torch.zeros(len(x), dtype=torch.int64)
+    else:
+        labels = arrays[y_key]
+        if labels.dtype.kind not in "biu" and not (labels.dtype.kind == "f" and np.isfinite(labels).all()
+                                                    and (labels == np.round(labels)).all()):
+            raise DataError(f"{path}: expected integer class labels under {y_key!r}, found dtype {labels.dtype}; "
+                            "store them as integers 0..K-1")
+        y = torch.from_numpy(labels.astype(np.int64))
     if y.shape != (len(x),):
-        raise DataError(f"{path}: expected {len(x)} labels, found shape {tuple(y.shape)}")
-    names = [str(s) for s in arrays["class_names"]] if "class_names" in arrays else \
-        [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+        raise DataError(f"{path}: expected {len(x)} labels (one per image), found shape {tuple(y.shape)}; "
+                        "the images and labels do not belong together")
+    if "class_names" in arrays:
+        names = [str(s) for s in np.atleast_1d(arrays["class_names"])]
+    else:
+        names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(names)):
+        bad = int(np.argmax((y < 0) | (y >= len(names))))
+        raise DataError(f"{path}: expected labels 0..{len(names) - 1} (one per class name), found {int(y[bad])} "
+                        f"at index {bad}; fix the labels or class_names")
     return Dataset(x, y, names)
 
 
 # --------------------------------------------------------------------------- image folders
 
-def _load_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+# What the image loaders accept and refuse (README, "Bad input"):
+# - PNG and JPEG only, recognised by content (a PNG named .jpg is fine); anything else in an
+#   image folder (notes.txt, .bmp, ...) is skipped with a DataWarning that names it, hidden
+#   files and folders (.DS_Store, .ipynb_checkpoints) silently; a file with an image suffix
+#   that does not decode is refused (a data set silently shorter than the folder is worse);
+# - grey (L, 1-bit) stays grey, colour becomes RGB; palette images are expanded (to grey when
+#   the palette is grey);
+# - 16-bit grey PNGs are read at full precision (v / 65535); 16-bit colour PNGs are refused,
+#   because Pillow would silently drop their low byte;
+# - an alpha channel that is fully opaque is dropped; transparent pixels are refused, since
+#   no background colour is right for every data set.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
+
+def _png_depth(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None for other files."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
+def _check_size(size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size, size)
     try:
-        with Image.open(path) as im:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a size H,W of two positive integers, found {size!r}; e.g. --size 28,28") from None
+    if h < 1 or w < 1:
+        raise ConfigError(f"expected a size H,W of two positive integers, found {h},{w}; e.g. --size 28,28")
+    return h, w
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = None) -> np.ndarray:
+    """One PNG or JPEG as float32 in [0, 1], (H, W) for grey or (H, W, 3) for colour, resized
+    (bilinear) to ``size`` = (H, W) when given. Raises :class:`DataError` for anything it
+    refuses (see the comment above)."""
+    from PIL import Image
+
+    path, size = Path(path), _check_size(size)
+    if path.is_dir():
+        raise DataError(f"expected an image file, found the folder {path}; pass the image files in it")
+    try:
+        depth = _png_depth(path)
+        with Image.open(path, formats=["PNG", "JPEG"]) as im:
             im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise DataError(f"{path}: expected an 8-bit image, found mode {mode} (16-bit or float); "
-                                "convert it to 8-bit grey or RGB first")
-            if mode == "P":
+            mode, scale = im.mode, 255.0
+            if depth is not None and depth[0] == 16 and depth[1] != 0:
+                raise DataError(f"{path}: expected an 8-bit image or a 16-bit grey one, found a 16-bit colour "
+                                "PNG (Pillow would drop its low byte); convert it to 8 bits first, "
+                                "e.g. `convert IN.png -depth 8 OUT.png`")
+            if mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey PNG
+                arr = np.asarray(im).astype(np.int64)
+                if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                    raise DataError(f"{path}: expected 16-bit grey values in 0..65535, found "
+                                    f"{arr.min()}..{arr.max()}; save it as an 8- or 16-bit PNG")
+                im, scale = Image.fromarray(arr.astype(np.float32), mode="F"), 65535.0
+            elif mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                mode = im.mode
-            if mode in ("RGBA", "LA", "PA"):
+                rgb = np.asarray(im)[..., :3]
+                if (rgb == rgb[..., :1]).all():  # a grey palette stays grey
+                    im = im.convert("LA" if im.mode == "RGBA" else "L")
+            elif mode == "1":
+                im = im.convert("L")
+            elif mode not in ("L", "RGB", "LA", "RGBA", "F"):
+                im = im.convert("RGBA" if "A" in mode.upper() else "RGB")
+            if im.mode in ("LA", "RGBA"):
                 alpha = np.asarray(im.getchannel("A"))
-                if alpha.min() < 255:
+                if alpha.size and alpha.min() < 255:
                     raise DataError(f"{path}: expected an opaque image, found an alpha channel with "
-                                    "transparent pixels; flatten it onto a background first")
-                im = im.convert("RGB" if mode == "RGBA" else "L")
-            elif mode not in ("L", "RGB"):
-                im = im.convert("RGB")
+                                    f"{int((alpha < 255).sum())} transparent pixel(s); flatten it onto a "
+                                    "background first (e.g. `convert IN.png -background black -flatten OUT.png`)")
+                im = im.convert("L" if im.mode == "LA" else "RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(im)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: expected a PNG or JPEG image, found a file Pillow cannot read; "
-                        "remove it from the folder") from None
-    except OSError as exc:
-        raise DataError(f"{path}: expected a readable image, found a broken file ({exc}); "
-                        "remove or replace it") from None
+            arr = np.asarray(im, dtype=np.float32) / np.float32(scale)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"expected an image at {path}, found nothing; check the path") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: expected a PNG or JPEG image, found a file that is neither; "
+                        "remove it from the folder or convert it") from None
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: expected a readable PNG or JPEG image, found a broken or oversized file "
+                        f"({type(exc).__name__}: {exc}); remove or replace it") from None
+    if (arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 1:
+        raise DataError(f"{path}: expected a grey or RGB image, found an array of shape {arr.shape}; "
+                        "re-save it as an 8-bit PNG")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _load_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """``load_image`` as uint8 (kept for callers written before 16-bit support)."""
+    return np.round(load_image(path, size) * 255).astype(np.uint8)
+
+
+def _is_hidden(p: Path) -> bool:
+    return p.name.startswith(".") or p.name.startswith("__")
 
 
 def load_image_folder(folder: str | os.PathLike, size: tuple[int, int] | int | None = None) -> Dataset:
     """A folder of PNG/JPEG images, one subfolder per class (or images directly inside).
 
     All images must be one size unless ``size`` (H, W) is given. Grey images stay grey
-    unless the folder mixes grey and colour, in which case all become RGB. Files that
-    are not images (by suffix) are ignored; a file with an image suffix that cannot be
-    read is an error naming it.
+    unless the folder mixes grey and colour, in which case all become RGB. Files that are
+    not images (by suffix) are skipped with a :class:`DataWarning` naming them (hidden
+    files and folders silently); a file with an image suffix that cannot be read is an
+    error naming it. See :func:`load_image` for 16-bit, palette and alpha images.
     """
     folder = Path(folder)
+    size = _check_size(size)
     if not folder.is_dir():
         raise DataNotFoundError(f"expected a folder of images at {folder}, found nothing; check the path")
-    if isinstance(size, int):
-        size = (size, size)
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
     groups = [(d.name, d) for d in subdirs] if subdirs else [("all", folder)]
-    paths, labels = [], []
+    paths, labels, skipped = [], [], []
+    if subdirs:  # loose files beside class folders belong to no class
+        skipped += [p for p in sorted(folder.iterdir()) if p.is_file() and not _is_hidden(p)]
     for label, (_, d) in enumerate(groups):
         for p in sorted(d.iterdir()):
+            if _is_hidden(p):
+                continue
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(p)
                 labels.append(label)
+            else:  # another kind of file, or a folder inside a class folder
+                skipped.append(p)
+    if skipped:
+        names = ", ".join(str(p.relative_to(folder)) for p in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{folder}: skipped {len(skipped)} item(s) that are not .png/.jpg/.jpeg files in a "
+                      f"class folder: {names}{more}", DataWarning, stacklevel=2)
     if not paths:
         raise DataError(f"expected PNG or JPEG images in {folder} (or in one subfolder per class), "
-                        "found none")
-    arrays = [_load_image(p, size) for p in paths]
+                        "found none; put the images there, or the four Fashion-MNIST IDX files")
+    arrays = [load_image(p, size) for p in paths]
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
         first = arrays[0].shape[:2]
-        odd = next(p for p, a in zip(paths, arrays) if a.shape[:2] != first)
+        odd = next((p, a) for p, a in zip(paths, arrays) if a.shape[:2] != first)
         raise DataError(f"expected images of one size in {folder}, found {len(shapes)} sizes "
-                        f"(e.g. {paths[0].name} is {first[0]}x{first[1]}, {odd.name} differs); pass --size H,W to resize")
+                        f"({paths[0].relative_to(folder)} is {first[0]}x{first[1]}, {odd[0].relative_to(folder)} "
+                        f"is {odd[1].shape[0]}x{odd[1].shape[1]}); pass --size H,W to resize them all")
     colour = any(a.ndim == 3 for a in arrays)
     stack = []
     for a in arrays:
         if colour and a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         stack.append(a if a.ndim == 3 else a[:, :, None])
-    x = torch.from_numpy(np.stack(stack).astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.stack(stack)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     return Dataset(x, torch.tensor(labels, dtype=torch.int64), [name for name, _ in groups])
 
 
@@ -331,8 +467,12 @@ def load_dataset(source: str | os.PathLike | None = None, split: str = "train",
                  limit: int | None = None, size: tuple[int, int] | int | None = None) -> Dataset:
     """Load whatever ``source`` names: an ``.npz`` file, a folder of images, a folder of
     Fashion-MNIST IDX files, or (None) Fashion-MNIST from the usual places."""
+    check_limit(limit)
     if source is not None:
         p = Path(source)
+        if p.is_file() and p.suffix != ".npz":
+            raise DataError(f"expected --data to be a folder (Fashion-MNIST IDX files or images) or an .npz "
+                            f"file, found the file {p}; pass its folder instead")
         if p.suffix == ".npz":
             return load_npz(p).subset(limit)
         if p.is_dir() and _find_file(p, FASHION_FILES[split][0]) is None:

@@ -27,3 +27,12 @@ class ConfigError(AelabError):
 
 class TrainingError(AelabError):
     """Training cannot go on (a NaN or infinite loss, for instance)."""
+
+
+class AelabWarning(UserWarning):
+    """Something the user should know that does not stop the command (``--resume`` with
+    nothing to resume, say); the command line prints it as ``aelab: warning: <message>``."""
+
+
+class DataWarning(AelabWarning):
+    """Something in the data was skipped (a non-image file in an image folder, say)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .data import check_images
 from .metrics import quality
 from .noise import add_evaluation_noise, evaluation_noise
 
@@ -14,6 +15,7 @@ NOISE_FACTORS = (0.1, 0.2, 0.3, 0.5)
 @torch.no_grad()
 def apply_model(model, x: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
     """``model(x)`` in batches, on the model's device, returned on the CPU."""
+    x = check_images(x, "images")
     model.eval()
     if device is None:
         p = next(model.parameters(), None)
@@ -24,6 +26,7 @@ def apply_model(model, x: torch.Tensor, batch_size: int = 1000, device=None) -> 
 
 def denoising_quality(model, x: torch.Tensor, factors=NOISE_FACTORS, batch_size: int = 1000) -> dict:
     """``{"0.2": {"noisy": {psnr, ssim}, "model": {psnr, ssim}}, ...}`` on the images ``x``."""
+    x = check_images(x, "images")
     base = evaluation_noise(x.shape)
     out = {}
     for f in factors:
@@ -31,3 +34,17 @@ def denoising_quality(model, x: torch.Tensor, factors=NOISE_FACTORS, batch_size:
         x_hat = apply_model(model, x_noisy, batch_size)
         out[f"{f:g}"] = {"noisy": quality(x, x_noisy), "model": quality(x, x_hat)}
     return out
+
+
+def hardest_images(model, x: torch.Tensor, factor: float, count: int = 10, batch_size: int = 1000):
+    """The ``count`` images of ``x`` the model cleans worst at noise ``factor`` (fixed
+    evaluation noise): their indices and PSNR after cleaning, lowest first, with the noisy
+    and cleaned images -> ``(indices, psnr, x_noisy, x_hat)``."""
+    from .metrics import psnr_per_image
+
+    x = check_images(x, "images")
+    x_noisy = add_evaluation_noise(x, factor)
+    x_hat = apply_model(model, x_noisy, batch_size)
+    scores = psnr_per_image(x, x_hat)
+    order = torch.argsort(scores)[:count]
+    return order, scores[order], x_noisy[order], x_hat[order]

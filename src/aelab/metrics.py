@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import ConfigError, DataError
 
 
 def psnr_per_image(x: torch.Tensor, x_hat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -59,3 +62,64 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, batch_size: int = 2000) -> float:
 
 def quality(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
     return {"psnr": round(psnr(x, x_hat), 4), "ssim": round(ssim(x, x_hat), 5)}
+
+
+# --------------------------------------------------------------------------- 2-D maps
+# PROTOCOLS.md: trustworthiness@10 of the map against the test pixels (first 5,000 test
+# images) and the 5-fold kNN (k = 5) accuracy of the 2-D points.
+
+def trustworthiness(x_high, x_low, n_neighbors: int = 10, batch_size: int = 500) -> float:
+    """How far the map's neighbours are from being true neighbours (Venna & Kaski 2001,
+    "Neighborhood preservation in nonlinear projection methods").
+
+    T(k) = 1 - 2 / (n k (2n - 3k - 1)) * sum_i sum_{j in N_k^low(i)} max(0, r(i, j) - k)
+
+    with N_k^low(i) the k nearest neighbours of point i in the map (``x_low``) and
+    r(i, j) >= 1 the rank of j among i's neighbours in the original space (``x_high``,
+    Euclidean). 1 means every map neighbour is a true neighbour. The same number as
+    ``sklearn.manifold.trustworthiness`` (tested), computed in row batches so that 10,000
+    points need ``batch_size`` x n distances at a time instead of the full n x n matrix
+    and its argsort.
+    """
+    xh = torch.as_tensor(np.asarray(x_high, dtype=np.float64)).flatten(1)
+    xl = torch.as_tensor(np.asarray(x_low, dtype=np.float64)).flatten(1)
+    n, k = len(xh), int(n_neighbors)
+    if len(xl) != n:
+        raise DataError(f"expected as many map points as images, found {len(xl)} points for {n} images")
+    if not 1 <= k < n / 2:
+        raise ConfigError(f"expected 1 <= n_neighbors < n / 2 = {n / 2:g}, found {k}; use fewer neighbours "
+                          "or more points")
+    sq_h = (xh * xh).sum(1)
+    sq_l = (xl * xl).sum(1)
+    penalty = 0.0
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(start + batch_size, n))
+        d_low = sq_l[rows, None] + sq_l[None, :] - 2.0 * xl[rows] @ xl.T  # (B, n) squared distances
+        d_low[torch.arange(len(rows)), rows] = float("inf")              # a point is not its own neighbour
+        nbrs = d_low.topk(k, dim=1, largest=False).indices               # (B, k)
+        d_high = sq_h[rows, None] + sq_h[None, :] - 2.0 * xh[rows] @ xh.T
+        d_high[torch.arange(len(rows)), rows] = float("inf")
+        d_nbr = d_high.gather(1, nbrs)                                   # (B, k)
+        rank = 1 + (d_high[:, None, :] < d_nbr[:, :, None]).sum(-1)      # (B, k): r(i, j)
+        penalty += float((rank - k).clamp_min(0).sum())
+    return 1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0))
+
+
+def knn_cv_accuracy(points, labels, n_neighbors: int = 5, folds: int = 5, seed: int = 0) -> float:
+    """Mean accuracy of a k-nearest-neighbour classifier (Euclidean, majority vote) over
+    ``folds`` stratified folds of ``points`` (shuffled with ``seed``): how well the
+    classes separate in the map, with no training set beyond the points themselves."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    labels = np.asarray(labels)
+    if len(points) != len(labels):
+        raise DataError(f"expected one label per point, found {len(labels)} labels for {len(points)} points")
+    counts = np.bincount(labels.astype(np.int64))
+    if counts[counts > 0].min() < folds:
+        raise DataError(f"expected at least {folds} points of every class for {folds}-fold kNN, found a class "
+                        f"with {counts[counts > 0].min()}; embed more images (raise --limit)")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_score(KNeighborsClassifier(n_neighbors=n_neighbors), points, labels, cv=cv)
+    return float(scores.mean())

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .errors import ConfigError
 
@@ -128,7 +129,15 @@ def build_net(name: str, input_shape, **options) -> NetPair:
         raise ConfigError(f"network {name!r} has no option {unknown[0]!r}; {hint}")
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ConfigError(f"expected input_shape (C, H, W), found {tuple(input_shape)}")
-    return builder(tuple(int(s) for s in input_shape), **options)
+    try:
+        return builder(tuple(int(s) for s in input_shape), **options)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults"
+        raise ConfigError(f"network {name!r} cannot be built for input {tuple(input_shape)} with {shown} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                          "check the --net-option values") from None
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -156,3 +165,118 @@ def describe(module: nn.Module, input_shape) -> list[dict]:
         for h in hooks:
             h.remove()
     return rows
+
+
+# -- U-Net denoiser -------------------------------------------------------------------
+# Ronneberger, Fischer & Brox 2015, "U-Net: convolutional networks for biomedical image
+# segmentation", with the residual output of DnCNN (Zhang et al. 2017, "Beyond a Gaussian
+# denoiser: residual learning of deep CNN for image denoising"): the network predicts the
+# noise n_hat and outputs x_hat = clamp(x_noisy - n_hat, 0, 1).
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    """[Conv2d 3x3 + ReLU] x 2, size-preserving."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class _ClampST(torch.autograd.Function):
+    """clamp(v, 0, 1) forward, identity backward (straight-through), so a pixel pushed past
+    the range still gets a gradient that brings it back."""
+
+    @staticmethod
+    def forward(ctx, v):
+        return v.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class UNetEncoder(nn.Module):
+    """Contracting path. The code packs the (padded) input and every level's feature map,
+    each folded to the coarsest resolution with ``pixel_unshuffle``, into one tensor
+    (C * 4^L + sum_i widths[i] * 4^(L - i), H' / 2^L, W' / 2^L), L = len(widths) - 1:
+    the skip connections travel inside the code, so ``decode(encode(x))`` is the U-Net and
+    ``decode`` works on any tensor of that shape. The code is overcomplete (a denoiser, not
+    a compressor): its 2-D maps and probes describe features, not a bottleneck."""
+
+    def __init__(self, input_shape, widths, code_activation):
+        super().__init__()
+        c, h, w = input_shape
+        self.levels = len(widths) - 1
+        m = 2 ** self.levels
+        self.pad = (0, -w % m, 0, -h % m)  # F.pad order: left, right, top, bottom
+        self.blocks = nn.ModuleList(_double_conv(a, b) for a, b in zip((c,) + tuple(widths[:-1]), widths))
+        self.code_activation = activation(code_activation)
+
+    def forward(self, x):
+        x = F.pad(x, self.pad, mode="replicate") if any(self.pad) else x
+        feats, h = [], x
+        for i, block in enumerate(self.blocks):
+            h = block(F.max_pool2d(h, 2) if i else h)
+            feats.append(h)
+        feats[-1] = self.code_activation(feats[-1])
+        m = 2 ** self.levels
+        parts = [F.pixel_unshuffle(x, m)] + [F.pixel_unshuffle(f, m >> i) if m >> i > 1 else f
+                                             for i, f in enumerate(feats)]
+        return torch.cat(parts, 1)  # (N, code channels, H'/2^L, W'/2^L)
+
+
+class UNetDecoder(nn.Module):
+    """Expanding path: unfold the code, then per level ConvTranspose2d(2, s2), concatenate the
+    skip, double conv; a 1x1 conv predicts the noise (``residual``) or the image (Sigmoid)."""
+
+    def __init__(self, input_shape, widths, residual: bool):
+        super().__init__()
+        c, h, w = input_shape
+        self.c, self.h, self.w, self.residual = c, h, w, residual
+        self.levels = len(widths) - 1
+        m = 2 ** self.levels
+        self.split = [c * m * m] + [wd * (m >> i) ** 2 for i, wd in enumerate(widths)]
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                 for i in range(self.levels))
+        self.blocks = nn.ModuleList(_double_conv(2 * widths[i], widths[i]) for i in range(self.levels))
+        self.head = nn.Conv2d(widths[0], c, 1)
+        if residual:  # start as the identity: x_hat = x_noisy
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, z):
+        m = 2 ** self.levels
+        parts = torch.split(z, self.split, 1)
+        x = F.pixel_shuffle(parts[0], m)
+        skips = [F.pixel_shuffle(p, m >> i) if m >> i > 1 else p for i, p in enumerate(parts[1:])]
+        h = skips[-1]
+        for i in reversed(range(self.levels)):
+            h = self.blocks[i](torch.cat([self.ups[i](h), skips[i]], 1))
+        out = self.head(h)
+        out = _ClampST.apply(x - out) if self.residual else torch.sigmoid(out)
+        return out[:, :, :self.h, :self.w]
+
+
+@register_net("unet")
+def unet_net(input_shape, widths=(32, 64, 128), residual: bool = True, latent_dim: int | None = None,
+             code_activation: str | None = "relu") -> NetPair:
+    """A small U-Net denoiser (Ronneberger et al. 2015) with a residual output (DnCNN).
+
+    ``widths``: channels per level; len(widths) - 1 max-pool halvings (28 -> 14 -> 7 for the
+    default). Each level is two 3x3 conv + ReLU; the expanding path upsamples with a
+    ConvTranspose2d(2, s2) and concatenates the skip. ``residual``: x_hat = clamp(x_noisy -
+    n_hat, 0, 1) (straight-through gradient), else x_hat = sigmoid(out). Any H, W: the input
+    is padded (replicate) to a multiple of 2^L and the output cropped back.
+    ``latent_dim`` is not supported: the code is the multi-scale feature maps (see
+    :class:`UNetEncoder`); ``code_activation`` applies to the deepest feature map.
+    """
+    if latent_dim is not None:
+        raise ConfigError(f"the unet network has no latent_dim (its code is its feature maps), found "
+                          f"latent_dim={latent_dim}; drop the option or use --net conv or dense")
+    widths = tuple(int(v) for v in widths)
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"expected unet widths of one or more positive channel counts, found {widths}; "
+                          "e.g. widths=[32,64,128]")
+    c, h, w = input_shape
+    m = 2 ** (len(widths) - 1)
+    hp, wp = h + (-h % m), w + (-w % m)
+    code_shape = (c * m * m + sum(wd * (m >> i) ** 2 for i, wd in enumerate(widths)), hp // m, wp // m)
+    return NetPair(UNetEncoder(input_shape, widths, code_activation), UNetDecoder(input_shape, widths, residual),
+                   code_shape)

@@ -12,6 +12,7 @@ draws fresh noise per batch, evaluation uses :func:`evaluation_noise` (PROTOCOLS
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 
@@ -48,7 +49,7 @@ class Gaussian(Noise):
 
     def __post_init__(self):
         hi = self.factor if self.factor_max is None else self.factor_max
-        if not (0.0 <= self.factor <= hi <= 5.0):
+        if not (isinstance(self.factor, Real) and isinstance(hi, Real) and 0.0 <= self.factor <= hi <= 5.0):
             raise ConfigError(f"expected a Gaussian noise factor in [0, 5] (low <= high), found "
                               f"{self.factor}{'' if self.factor_max is None else f'-{self.factor_max}'}; "
                               "the tutorial uses 0.2")
@@ -142,6 +143,7 @@ def evaluation_noise(shape, seed: int = 0) -> torch.Tensor:
 
 def add_evaluation_noise(x: torch.Tensor, factor: float, noise: torch.Tensor | None = None) -> torch.Tensor:
     """``clip(x + factor * n, 0, 1)`` with the fixed evaluation draw ``n`` (PROTOCOLS.md)."""
+    Gaussian(factor)  # checks the factor: a ConfigError for one outside [0, 5]
     if noise is None:
         noise = evaluation_noise(x.shape)
     return (x + factor * noise.to(x.device, x.dtype)).clamp(0.0, 1.0)

@@ -21,6 +21,12 @@ def _plt():
     return plt
 
 
+def _label(text) -> str:
+    """A data-derived label (a class name, a file name) shown literally: ``$`` would start
+    matplotlib's mathtext, and a name like ``$\\x$`` would make savefig fail."""
+    return str(text).replace("$", r"\$")
+
+
 def _image(x) -> tuple[np.ndarray, str | None]:
     """(C, H, W) in [0, 1] -> an array imshow draws, and the colormap to use."""
     a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
@@ -49,7 +55,7 @@ def image_grid(images, path, titles=None, ncols: int = 10, suptitle: str | None 
             img, cmap = _image(images[i])
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
             if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=8)
+                ax.set_title(_label(titles[i]), fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
     return _save(fig, path)
@@ -73,7 +79,7 @@ def rows(named_rows: list[tuple[str, object]], path, titles=None, suptitle: str 
                 img, cmap = _image(images[c])
                 ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
                 if r == 0 and titles is not None:
-                    ax.set_title(str(titles[c]), fontsize=8)
+                    ax.set_title(_label(titles[c]), fontsize=8)
         axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
     if suptitle:
         fig.suptitle(suptitle)
@@ -115,4 +121,81 @@ def lines(x_values, series: dict[str, list[float]], path, xlabel: str, ylabel: s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- 2-D maps
+
+def _class_colors(n: int):
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _scatter_classes(ax, points, labels, class_names, size: float, alpha: float, legend: bool) -> None:
+    colors = _class_colors(len(class_names))
+    labels = np.asarray(labels)
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=size, color=colors[c], alpha=alpha, linewidths=0,
+                       label=str(name), rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+    if legend:
+        leg = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=(60.0 / max(size, 1e-3)) ** 0.5,
+                        frameon=False, fontsize=10)
+        for handle in leg.legend_handles:
+            handle.set_alpha(1.0)
+
+
+def embedding_map(points, labels, class_names, path, title: str = "") -> Path:
+    """The 2-D points coloured by class, with a legend of class names."""
+    plt = _plt()
+    points = np.asarray(points)
+    fig, ax = plt.subplots(figsize=(9.5, 8))
+    size = float(np.clip(4000.0 / max(len(points), 1), 1.0, 30.0))
+    _scatter_classes(ax, points, labels, class_names, size, 0.8, legend=True)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def draw_thumbnails(ax, points, images, indices, colors=None, zoom: float = 1.0) -> list:
+    """Put ``images[i]`` at ``points[i]`` for every ``i`` in ``indices`` on ``ax`` (framed in
+    ``colors[k]`` when given); returns the AnnotationBbox artists in the order of ``indices``."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    artists = []
+    for k, i in enumerate(np.asarray(indices, dtype=np.int64)):
+        img, cmap = _image(images[i])
+        thumb = OffsetImage(img, cmap=cmap, zoom=zoom)
+        thumb.get_children()[0].set_clim(0, 1)  # grey images: 0 is black and 1 white, as in every other figure
+        box = AnnotationBbox(thumb, tuple(np.asarray(points[i], float)), frameon=True, pad=0.05,
+                             bboxprops={"edgecolor": colors[k] if colors is not None else "k", "linewidth": 1.2})
+        ax.add_artist(box)
+        artists.append(box)
+    return artists
+
+
+def embedding_thumbnails(points, labels, images, indices, class_names, path, title: str = "",
+                         grid: int = 14) -> Path:
+    """The map with the images themselves at a spread of points (``indices``), framed in
+    their class colour, over the faint coloured points: what lives where."""
+    plt = _plt()
+    points = np.asarray(points)
+    fig, ax = plt.subplots(figsize=(11, 10))
+    size = float(np.clip(2000.0 / max(len(points), 1), 0.5, 15.0))
+    _scatter_classes(ax, points, labels, class_names, size, 0.25, legend=True)
+    colors = _class_colors(len(class_names))
+    labels = np.asarray(labels)
+    fig.canvas.draw()  # fixes the data-to-pixel transform, to size the thumbnails
+    corners = ax.transData.transform(np.stack([points.min(0), points.max(0)]))
+    cell_px = float(np.abs(corners[1] - corners[0]).max()) / grid
+    h, w = np.asarray(images[0]).shape[-2:]
+    zoom = 0.8 * cell_px / (max(h, w) * fig.dpi / 72.0)  # OffsetImage draws one image pixel per point
+    draw_thumbnails(ax, points, images, indices, colors=[colors[int(labels[i])] for i in indices], zoom=zoom)
+    if title:
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)

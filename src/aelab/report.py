@@ -9,13 +9,19 @@ from __future__ import annotations
 import base64
 import html
 import json
+import platform
+import re
+import statistics
+import sys
 from pathlib import Path
 
 from . import runs
+from .errors import AelabError
 
 
 def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    # a figure that is a link to a file elsewhere (a key, a password file) is refused, not embedded
+    data = base64.b64encode(runs.run_file(path.parent, path.name).read_bytes()).decode("ascii")
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
@@ -36,6 +42,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow-x:auto}
+pre.doc{white-space:pre-wrap;font-size:.9em}nav ol{columns:2}.note{color:#555;font-size:.95em}
 """
 
 
@@ -52,16 +59,185 @@ def quality_table(metrics: dict) -> str | None:
     return _table(["noise factor", "noisy PSNR (dB)", "noisy SSIM", "cleaned PSNR (dB)", "cleaned SSIM",
                    "gain (dB)"], rows, cls="headline")
 
+def _figure(run_dir: Path, name: str, alt: str) -> str:
+    """An embedded figure of the run, or "" when the run has no such file."""
+    path = runs.run_file(run_dir, f"figures/{name}")
+    return _img(path, alt) if path.is_file() else ""
+
+
+def _kind_doc(kind: str) -> str | None:
+    """The docstring that states a kind's loss: its class's own, else its module's."""
+    from .models import MODELS
+
+    cls = MODELS.get(kind)
+    if cls is None:
+        return None
+    doc = cls.__dict__.get("__doc__") or getattr(sys.modules.get(cls.__module__), "__doc__", None)
+    return doc.strip() if doc else None
+
+
+def model_section(config: dict, metrics: dict, history: dict) -> str | None:
+    """The network as a table of layers (output shape, parameters), the loss and its terms,
+    the options and the training settings."""
+    from .nets import count_parameters, describe
+
+    model_cfg = config["model"]
+    info = metrics.get("model", {})
+    layers, params = info.get("layers"), info.get("parameters")
+    if not layers:  # a run from `aelab train`: rebuild the network from its config (no weights needed)
+        try:
+            model = runs.model_from_config(model_cfg)
+            layers, params = describe(model, model.input_shape), count_parameters(model)
+        except (AelabError, RuntimeError):
+            layers = None
+    out = []
+    out.append(f"<p>Kind <b>{html.escape(str(model_cfg.get('kind')))}</b> on the <b>{html.escape(str(model_cfg.get('net')))}"
+               f"</b> network for images of shape {html.escape(' x '.join(map(str, model_cfg.get('input_shape', []))))}"
+               + (f", {params:,} parameters" if isinstance(params, int) else "") + ". Options <code>"
+               + html.escape(json.dumps(model_cfg.get("options", {}))) + "</code>, network options <code>"
+               + html.escape(json.dumps(model_cfg.get("net_options", {}))) + "</code>.</p>")
+    if layers:
+        rows = [[r["layer"], r["type"], " x ".join(map(str, r.get("output_shape") or [])), f"{r['parameters']:,}"]
+                for r in layers]
+        if isinstance(params, int):
+            rows.append(["total", "", "", f"{params:,}"])
+        out.append("<h3>Layers</h3>" + _table(["layer", "type", "output shape", "parameters"], rows, cls="layers"))
+    doc = _kind_doc(str(model_cfg.get("kind")))
+    terms = list(history.get("train", {}))
+    if doc or terms:
+        out.append("<h3>The loss</h3>")
+        if doc:
+            out.append(f'<pre class="doc">{html.escape(doc)}</pre>')
+        if terms:
+            rows = [[t, _fmt(history["train"][t][-1], 5),
+                     _fmt(history.get("val", {}).get(t, [None])[-1], 5) if history.get("val", {}).get(t) else ""]
+                    for t in terms]
+            out.append("<p>Terms logged per epoch (\"loss\" is their weighted sum, the one minimised), "
+                       "at the last epoch:</p>" + _table(["term", "train", "validation"], rows))
+    train = config.get("train")
+    if train:
+        out.append("<h3>Training settings</h3>" + _table(["setting", "value"],
+                                                         [[k, json.dumps(v)] for k, v in train.items()]))
+    return "".join(out)
+
+
+def training_section(run_dir: Path, metrics: dict, history: dict) -> str | None:
+    """Loss curves per term (drawn from history.json when the run has no figure yet) and the
+    time of each epoch."""
+    from . import plots
+
+    train = history.get("train", {})
+    if not train:
+        return None
+    path = runs.run_file(run_dir, "figures/history.png")
+    if not path.is_file():
+        plots.history(history, path, title="Loss per epoch")
+    out = [_img(path, "Each loss term per epoch, on the training set and on the validation (test) set")]
+    secs = history.get("seconds", [])
+    if secs:
+        median = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
+        val = history.get("val", {})
+        header = ["epoch", "seconds"] + [f"train {t}" for t in train] + [f"validation {t}" for t in val]
+        rows = [[i + 1, _fmt(s, 1)] + [_fmt(train[t][i], 5) if i < len(train[t]) else "" for t in train]
+                + [_fmt(val[t][i], 5) if i < len(val[t]) else "" for t in val] for i, s in enumerate(secs)]
+        timing = metrics.get("timing", {})
+        where = ", ".join(f"{k} {timing[k]}" for k in ("device", "threads", "batch_size") if k in timing)
+        out.append(f"<p>Seconds per epoch: median of epochs 2..{len(secs)} is {median:.1f} s"
+                   + (f" ({html.escape(where)})" if where else "") + ".</p>" + _table(header, rows, cls="epochs"))
+    return "".join(out)
+
+
+MAP_NOTE = ("Trustworthiness@10 (Venna &amp; Kaski 2001; 1 = every neighbour in the map is a neighbour "
+            "in pixel space) on the first 5,000 points against the test pixels, and the 5-fold accuracy "
+            "of a 5-nearest-neighbour classifier on the 2-D points (how well the classes separate); "
+            "\"codes kNN-5\" is the same classifier on the codes themselves, the ceiling of a map of "
+            "those codes (PROTOCOLS.md).")
+GENERATIVE_FIGURES = ("vae_*.png", "sample*.png", "*manifold*.png", "*traversal*.png", "generated*.png")
+
+
+def maps_table(metrics: dict) -> str | None:
+    """One row per 2-D map of ``metrics["embedding"]``: its codes, method and scores."""
+    maps = metrics.get("embedding")
+    if not maps:
+        return None
+    rows = []
+    for key, e in sorted(maps.items(), key=lambda kv: (kv[1].get("baseline") is not None, kv[0])):
+        rows.append([e.get("source", key), e.get("method", ""), f"{e.get('points', 0):,}",
+                     _fmt(e.get("trustworthiness"), 3), _fmt(e.get("knn_accuracy"), 3),
+                     _fmt(e.get("codes_knn_accuracy"), 3) if "codes_knn_accuracy" in e else "",
+                     _fmt(e.get("seconds_map"), 1)])
+    return _table(["codes", "map", "points", "trustworthiness@10", "2-D kNN-5", "codes kNN-5", "seconds"],
+                  rows, cls="maps")
+
+
+def latent_section(run_dir: Path, metrics: dict) -> str | None:
+    """The 2-D maps (coloured and with thumbnails) with their scores; a generative kind's
+    samples, manifold and traversals when the run has them."""
+    out = []
+    table = maps_table(metrics)
+    if table:
+        out.append(f'<p class="note">{MAP_NOTE}</p>' + table)
+        maps = metrics["embedding"]
+        for key, e in sorted(maps.items(), key=lambda kv: (kv[1].get("baseline") is not None, kv[0])):
+            label = f"{e.get('source', key)} + {e.get('method', '')}"
+            figs = [_figure(run_dir, f"map_{key}.png", f"{label}, coloured by class"),
+                    _figure(run_dir, f"map_{key}_thumbnails.png", f"{label}, with the images at a spread of points")]
+            if any(figs):
+                out.append(f"<h3>{html.escape(label)}</h3>" + "".join(figs))
+    figs_dir = runs.run_file(run_dir, "figures")
+    seen = set()
+    for pattern in GENERATIVE_FIGURES:
+        for path in sorted(figs_dir.glob(pattern)) if figs_dir.is_dir() else []:
+            if path.name not in seen and path.name not in ("samples.png",):
+                seen.add(path.name)
+                out.append(_img(path, path.stem.replace("_", " ")))
+    return "".join(out) or None
+
+
+def reproduce_section(config: dict, metrics: dict, command: str | None = None) -> str:
+    """The exact commands that made this run and its maps, the versions, the timing."""
+    from . import __version__
+
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch_version = "?"
+    commands = [command or config.get("command")]
+    commands += [e.get("command") for e in metrics.get("embedding", {}).values()]
+    commands = [c for c in dict.fromkeys(commands) if c]
+    out = [f"<p>aelab {html.escape(__version__)}, PyTorch {html.escape(torch_version)}, Python "
+           f"{html.escape(platform.python_version())} on {html.escape(platform.platform(terse=True))}.</p>"]
+    if commands:
+        out.append("<p>Commands:</p><pre>" + html.escape("\n".join(commands)) + "</pre>")
+    timing = metrics.get("timing")
+    if timing:
+        out.append(_table(["timing", "value"], [[k, v] for k, v in timing.items()]))
+    return "".join(out)
+
+
+def _number_sections(body: str) -> str:
+    """Number the sections present 1, 2, 3... (absent ones leave no gap) and put a table of
+    contents after the title and summary."""
+    titles = []
+
+    def renumber(m):
+        titles.append(m.group(1))
+        return f'<h2 id="s{len(titles)}">{len(titles)}. {m.group(1)}</h2>'
+
+    body = re.sub(r"<h2>\d+\. ([^<]*)</h2>", renumber, body)
+    nav = "<nav><ol>" + "".join(f'<li><a href="#s{i}">{t}</a></li>' for i, t in enumerate(titles, 1)) + "</ol></nav>"
+    first = body.find('<h2 id="s1">')
+    return body if first < 0 else body[:first] + nav + body[first:]
+
 
 def write_report(run_dir, command: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from whatever the run holds and return its path."""
-    from . import __version__
-
     run_dir = Path(run_dir)
     config = runs.read_config(run_dir)
     metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
     history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else {}
-    figs = run_dir / "figures"
+    figs = runs.run_file(run_dir, "figures")
     model_cfg = config["model"]
     parts = [f"<h1>aelab: {html.escape(model_cfg['kind'])} autoencoder ({html.escape(model_cfg['net'])} network)</h1>"]
     summary = metrics.get("summary", {})
@@ -82,32 +258,14 @@ def write_report(run_dir, command: str | None = None) -> Path:
         parts.append("<h2>1. The data</h2>" + "".join(data_parts))
 
     # 2. the model
-    model_parts = []
-    layers = metrics.get("model", {}).get("layers")
-    if layers:
-        model_parts.append(_table(["layer", "type", "output shape", "parameters"],
-                                  [[r["layer"], r["type"], "x".join(map(str, r["output_shape"] or [])), r["parameters"]]
-                                   for r in layers]))
-    if "parameters" in metrics.get("model", {}):
-        model_parts.append(f"<p>Parameters: {metrics['model']['parameters']:,}. Loss terms: "
-                           f"{html.escape(', '.join(history.get('train', {}).keys()))}.</p>")
-    if config.get("train"):
-        model_parts.append("<p>Training settings:</p><pre>" + html.escape(json.dumps(config["train"], indent=1)) + "</pre>")
-    if model_parts:
-        parts.append("<h2>2. The model</h2><p>Options: <code>" + html.escape(json.dumps(model_cfg.get("options", {}))) +
-                     "</code>, network options <code>" + html.escape(json.dumps(model_cfg.get("net_options", {}))) +
-                     "</code></p>" + "".join(model_parts))
+    model_html = model_section(config, metrics, history)
+    if model_html:
+        parts.append("<h2>2. The model</h2>" + model_html)
 
     # 3. training
-    train_parts = []
-    if (figs / "history.png").exists():
-        train_parts.append(_img(figs / "history.png", "Loss per epoch"))
-    if history.get("seconds"):
-        secs = history["seconds"]
-        train_parts.append(f"<p>Seconds per epoch: {', '.join(f'{s:.1f}' for s in secs)}"
-                           f" (median of epochs 2..E: {metrics.get('timing', {}).get('seconds_per_epoch', secs[-1]):.1f} s).</p>")
-    if train_parts:
-        parts.append("<h2>3. Training</h2>" + "".join(train_parts))
+    training_html = training_section(run_dir, metrics, history)
+    if training_html:
+        parts.append("<h2>3. Training</h2>" + training_html)
 
     # 4. denoising
     den_parts = []
@@ -117,25 +275,23 @@ def write_report(run_dir, command: str | None = None) -> Path:
                          "fixed evaluation noise (seed 0).</p>" + table)
     if (figs / "denoised.png").exists():
         den_parts.append(_img(figs / "denoised.png", "Noisy / cleaned / original, first 10 test images"))
+    if (figs / "hardest.png").exists():
+        den_parts.append(_img(figs / "hardest.png", "The hardest test images: the lowest PSNR after cleaning "
+                              "(noisy / cleaned / original)"))
     for extra in sorted(figs.glob("evaluate_*.png")) if figs.exists() else []:
         den_parts.append(_img(extra, extra.stem.replace("_", " ")))
     if den_parts:
         parts.append("<h2>4. Denoising</h2>" + "".join(den_parts))
 
     # 5. latent space
-    latent = [_img(p, p.stem.replace("_", " ")) for p in sorted(figs.glob("map_*.png"))] if figs.exists() else []
-    latent += [_img(p, p.stem.replace("_", " ")) for p in sorted(figs.glob("vae_*.png"))] if figs.exists() else []
-    if latent:
-        parts.append("<h2>5. The latent space</h2>" + "".join(latent))
+    latent_html = latent_section(run_dir, metrics)
+    if latent_html:
+        parts.append("<h2>5. The latent space</h2>" + latent_html)
 
     # 6. how to reproduce
-    cmd = command or config.get("command")
-    repro = f"<p>aelab {html.escape(__version__)}" + (f"; command: <code>{html.escape(cmd)}</code>" if cmd else "") + "</p>"
-    timing = metrics.get("timing")
-    if timing:
-        repro += "<pre>" + html.escape(json.dumps(timing, indent=1)) + "</pre>"
-    parts.append("<h2>6. How to reproduce</h2>" + repro)
+    parts.append("<h2>6. How to reproduce</h2>" + reproduce_section(config, metrics, command))
 
+    body = _number_sections("\n".join(parts))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aelab report: {html.escape(run_dir.name)}"
-            f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+            f"</title><style>{CSS}</style></head><body>" + body + "</body></html>\n")
     return runs.atomic_write_text(run_dir / "report.html", page)

@@ -16,7 +16,7 @@ import torch
 
 from . import plots, runs
 from .data import load_dataset
-from .evaluate import NOISE_FACTORS, apply_model, denoising_quality
+from .evaluate import NOISE_FACTORS, apply_model, denoising_quality, hardest_images
 from .models import build_model
 from .nets import count_parameters, describe
 from .noise import add_evaluation_noise
@@ -63,6 +63,7 @@ def reproduce(out: str = "runs/reproduce", epochs: int = 10, noise_factor: float
     record = _train_record(config, data, limit)
     cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if not resume:
+        (out / runs.CHECKPOINT).unlink(missing_ok=True)  # a previous run's state: never resume this one from it
         runs.save_model(model, out, train_config=record,
                         extra={"class_names": train_set.class_names, "command": cmd})
     t_train = time.perf_counter()
@@ -80,6 +81,11 @@ def reproduce(out: str = "runs/reproduce", epochs: int = 10, noise_factor: float
     plots.rows([("noisy", noisy10), ("cleaned", cleaned10), ("original", x10)], figs / "denoised.png",
                titles=[test_set.class_names[i] for i in test_set.y[:10].tolist()],
                suptitle=f"Test images, noise factor {noise_factor:g}")
+    worst, worst_psnr, worst_noisy, worst_clean = hardest_images(model, test_set.x, noise_factor)
+    plots.rows([("noisy", worst_noisy), ("cleaned", worst_clean), ("original", test_set.x[worst])],
+               figs / "hardest.png", titles=[f"#{i} {test_set.class_names[test_set.y[i]]}\n{p:.1f} dB"
+                                              for i, p in zip(worst.tolist(), worst_psnr.tolist())],
+               suptitle=f"The 10 hardest test images at noise factor {noise_factor:g} (PSNR after cleaning)")
 
     secs = history["seconds"]
     per_epoch = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]

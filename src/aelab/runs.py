@@ -27,9 +27,18 @@ CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename.
+
+    A failure (disk full, no permission, ``path`` inside a file) is a one-line
+    :class:`ConfigError` and leaves the previous ``path`` untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"expected a writable folder for {path}, found {exc.strerror or exc} "
+                          f"({exc.filename or path.parent}); choose another --out") from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as fh:
@@ -37,11 +46,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise ConfigError(f"could not write {path} ({exc.strerror or exc}); the previous file is kept, "
+                              "free some disk space or choose another --out") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -63,15 +75,38 @@ def write_json(path, obj) -> Path:
 
 
 def read_json(path) -> dict:
+    """A JSON object from ``path``; anything else (missing, not UTF-8, not JSON, not an object)
+    is a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"expected {path.name} in {path.parent}, found nothing; "
                           "is this a run directory written by `aelab train` or `aelab reproduce`?") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: expected valid JSON, found an error at line {exc.lineno} ({exc.msg}); "
                           "the file is damaged, retrain or restore it") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 JSON file, found {type(exc).__name__}; "
+                          "the file is damaged, retrain or restore it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object {{...}}, found a {type(obj).__name__}; "
+                          "the file is damaged, retrain or restore it")
+    return obj
+
+
+def check_keys(section: dict, known, where: str) -> None:
+    """Refuse a key of ``section`` that is not in ``known``, naming the closest valid one."""
+    import difflib
+
+    known = sorted(known)
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}")
 
 
 def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -97,8 +132,9 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
     except FileNotFoundError:
         raise ConfigError(f"expected weights at {path}, found nothing; the run did not finish "
                           "training (resume it with --resume)") from None
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc})") from None
+    except (SafetensorError, ValueError, OSError, TypeError) as exc:
+        raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc}); "
+                          "the file is damaged, retrain or restore it") from None
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
@@ -108,6 +144,10 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
                   f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the config builds {tuple(own[wrong[0]].shape)}")
         raise ConfigError(f"{path}: the weights do not match the model in config.json ({detail}); "
                           "the two files come from different runs")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: expected finite weights, found NaN or infinite values in {bad!r}; "
+                          "the file is damaged, retrain or restore it")
     model.load_state_dict(state)
     return model
 
@@ -133,32 +173,49 @@ def read_config(run_dir) -> dict:
     if not run_dir.is_dir():
         raise ConfigError(f"expected a run directory at {run_dir}, found nothing; "
                           "train one with `aelab train --out DIR` or `aelab reproduce`")
-    config = read_json(run_dir / CONFIG)
+    path = run_file(run_dir, CONFIG)
+    config = read_json(path)
     version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ConfigError(f"{run_dir / CONFIG}: expected an integer 'format_version', found {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"{path}: expected an integer 'format_version', found {version!r}; "
+                          "the file is damaged, retrain or restore it")
     if version > FORMAT_VERSION:
-        raise ConfigError(f"{run_dir / CONFIG}: written by a newer aelab (format {version}, this one reads "
+        raise ConfigError(f"{path}: written by a newer aelab (format {version}, this one reads "
                           f"up to {FORMAT_VERSION}); upgrade aelab with pip install -U aelab")
     if not isinstance(config.get("model"), dict):
-        raise ConfigError(f"{run_dir / CONFIG}: expected a 'model' section, found none")
+        import difflib
+        close = difflib.get_close_matches("model", [str(k) for k in config], n=1)
+        hint = f" (is {close[0]!r} a misspelling of 'model'?)" if close else ""
+        raise ConfigError(f"{path}: expected a 'model' section, found none{hint}; the file is damaged, "
+                          "retrain or restore it")
+    check_model_config(config["model"], where=f"{path} 'model'")
     return config
 
 
-def model_from_config(model_config: dict):
-    import difflib
+MODEL_KEYS = {"kind": str, "net": str, "input_shape": list, "net_options": dict, "options": dict}
 
+
+def check_model_config(model_config: dict, where: str = "config.json 'model'") -> None:
+    """Keys and types of a config's 'model' section: a :class:`ConfigError` naming what is wrong."""
+    check_keys(model_config, MODEL_KEYS, where)
+    for key in ("kind", "input_shape"):
+        if key not in model_config:
+            raise ConfigError(f"{where}: expected {key!r}, found only {sorted(model_config)}; "
+                              "the file is damaged, retrain or restore it")
+    for key, kind in MODEL_KEYS.items():
+        if key in model_config and not isinstance(model_config[key], kind):
+            raise ConfigError(f"{where}: expected {key!r} to be a {kind.__name__}, found "
+                              f"{model_config[key]!r}; the file is damaged, retrain or restore it")
+    shape = model_config["input_shape"]
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
+        raise ConfigError(f"{where}: expected 'input_shape' [C, H, W] of three positive integers, found "
+                          f"{shape!r}; the file is damaged, retrain or restore it")
+
+
+def model_from_config(model_config: dict):
     from .models import build_model
 
-    known = {"kind", "net", "input_shape", "net_options", "options"}
-    for key in model_config:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"config.json: unknown key {key!r} in 'model'; {hint}")
-    if "kind" not in model_config or "input_shape" not in model_config:
-        raise ConfigError("config.json: expected 'kind' and 'input_shape' in 'model', found "
-                          f"{sorted(model_config)}; the file is damaged, retrain or restore it")
+    check_model_config(model_config)
     return build_model(model_config["kind"], model_config["input_shape"], net=model_config.get("net", "conv"),
                        net_options=model_config.get("net_options"), **model_config.get("options", {}))
 
@@ -168,12 +225,12 @@ def load_model(run_dir, device: str | torch.device = "cpu"):
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     model = model_from_config(config["model"])
-    load_weights(model, run_dir / WEIGHTS)
+    load_weights(model, run_file(run_dir, WEIGHTS))
     return model.to(device).eval()
 
 
 def load_history(run_dir) -> dict:
-    return read_json(Path(run_dir) / HISTORY)
+    return read_json(run_file(run_dir, HISTORY))
 
 
 def update_metrics(run_dir, **sections) -> dict:
@@ -185,10 +242,20 @@ def update_metrics(run_dir, **sections) -> dict:
     return metrics
 
 
-def inside(run_dir, relative: str) -> Path:
-    """``run_dir / relative``, refusing any path that would escape ``run_dir``."""
+def inside(run_dir, relative: str | os.PathLike) -> Path:
+    """``run_dir / relative``, refusing any path that would escape ``run_dir``: an absolute
+    path, ``..`` components, or a symbolic link (anywhere along the way) pointing outside.
+    Use it for every path that comes from a config, a metrics file or an archive."""
     base = Path(run_dir).resolve()
     target = (base / relative).resolve()
     if target != base and base not in target.parents:
-        raise ConfigError(f"expected a path inside {base}, found {relative!r} which escapes it")
+        raise ConfigError(f"expected a path inside {base}, found {str(relative)!r} which leads to {target}; "
+                          "a run directory may only refer to its own files (remove the link or the path)")
     return target
+
+
+def run_file(run_dir, name: str) -> Path:
+    """The file ``name`` of a run directory, checked with :func:`inside` (a ``config.json`` or a
+    figure that is a link to a file elsewhere is refused, not read)."""
+    inside(run_dir, name)
+    return Path(run_dir) / name

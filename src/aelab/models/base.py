@@ -75,9 +75,20 @@ class Autoencoder(nn.Module):
 
     # -- helpers -----------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
+        """Type, dtype and shape of a batch (cheap checks only: no pass over the values)."""
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"expected images as a torch.Tensor, found {type(x).__name__}; "
+                            "use torch.from_numpy(x) or aelab.check_images(x)")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            hint = ("; it looks channels last, use x.permute(0, 3, 1, 2)"
+                    if x.ndim == 4 and tuple(x.shape[1:]) == (h, w, c) else
+                    "; resize the images or train a model for this shape")
             raise DataError(f"expected images of shape (N, {', '.join(map(str, self.input_shape))}) for this "
-                            f"model, found {tuple(x.shape)}; resize the images or train a model for this shape")
+                            f"model, found {tuple(x.shape)}{hint}")
+        if not torch.is_floating_point(x):
+            raise DataError(f"expected images as floats in [0, 1], found dtype {str(x.dtype).replace('torch.', '')}; "
+                            "scale 8-bit images with x.float() / 255")
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,384 @@
+"""Codes -> 2-D maps of the latent space, and how good each map is.
+
+A map takes the codes of the test images (the encoder's output flattened to (N, D); a
+VAE's posterior mean, through ``model.codes``) or the codes of a baseline (``pca32``: the
+first 32 principal components of the pixels, fitted on the training images; ``pixels``)
+and places them in the plane with one of the methods of :data:`REDUCERS`:
+
+- ``pca``: the first two principal components (a linear projection);
+- ``tsne``: t-SNE (van der Maaten & Hinton 2008, "Visualizing data using t-SNE"):
+  p_{j|i} = exp(-|x_i - x_j|^2 / 2 s_i^2) / sum_k exp(-|x_i - x_k|^2 / 2 s_i^2) with s_i set
+  so that the perplexity 2^H(P_i) equals ``perplexity``, p_ij = (p_{j|i} + p_{i|j}) / 2n,
+  q_ij = (1 + |y_i - y_j|^2)^-1 / sum_{k != l} (1 + |y_k - y_l|^2)^-1, and the map y
+  minimises KL(P || Q). openTSNE's FFT-accelerated interpolation (Linderman et al. 2019;
+  Policar et al. 2019, "openTSNE") when installed, scikit-learn's Barnes-Hut t-SNE
+  otherwise. ``exaggeration`` > 1 multiplies P in the gradient after the early phase,
+  which tightens the clusters (Boehm, Berens & Kobak 2022, "Attraction-repulsion spectrum
+  in neighbor embeddings");
+- ``umap``: UMAP (McInnes, Healy & Melville 2018) with umap-learn.
+
+Every map is scored as PROTOCOLS.md says: trustworthiness@10 against the test pixels on
+the first 5,000 points and the 5-fold kNN-5 accuracy of the 2-D points (both in
+:mod:`aelab.metrics`); the 5-fold kNN-5 accuracy of the codes themselves is reported
+beside them as the ceiling a map of those codes can hope for.
+
+A run directory gets ``embedding_<key>.npz`` (points, labels, indices), the figures
+``figures/map_<key>.png`` (points coloured by class) and ``figures/map_<key>_thumbnails.png``
+(the same with image thumbnails at a spread of points) and ``metrics.json["embedding"][key]``,
+where ``key`` is the method (``tsne``) for the model's own codes and
+``<baseline>_<method>`` (``pca32_tsne``) for a baseline.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import plots, runs
+from .data import Dataset, load_dataset
+from .errors import AelabWarning, ConfigError, DataError
+from .metrics import knn_cv_accuracy, trustworthiness
+
+TRUST_POINTS = 5000     # PROTOCOLS.md: trustworthiness on the first 5,000 test images
+TRUST_NEIGHBORS = 10
+KNN_NEIGHBORS = 5
+KNN_FOLDS = 5
+INSTALL_HINT = "pip install 'aelab[embed]' (openTSNE and umap-learn)"
+
+
+@dataclass
+class MapConfig:
+    method: str = "tsne"              # one of REDUCERS: pca, tsne, umap
+    perplexity: float = 30.0          # t-SNE's effective number of neighbours (the paper's and both libraries' default)
+    exaggeration: float | None = None  # t-SNE attraction factor after the early phase; None = 1 (plain t-SNE)
+    n_neighbors: int = 15             # UMAP's neighbourhood size (umap-learn's default)
+    min_dist: float = 0.1             # UMAP's smallest distance between points in the map (umap-learn's default)
+    seed: int = 0                     # random_state of every method: the same seed gives the same map
+    threads: int = 1                  # n_jobs for the neighbour search and the gradient
+    progress: bool = True             # a progress bar (or the library's own log) on stderr
+
+    def check(self) -> "MapConfig":
+        if self.method not in REDUCERS:
+            raise ConfigError(f"unknown map method {self.method!r}; expected one of {', '.join(REDUCERS)}")
+        if not self.perplexity > 0:
+            raise ConfigError(f"expected perplexity > 0, found {self.perplexity}; e.g. --perplexity 30")
+        if self.exaggeration is not None and not self.exaggeration > 0:
+            raise ConfigError(f"expected exaggeration > 0, found {self.exaggeration}; e.g. --exaggeration 2")
+        if not self.n_neighbors >= 2:
+            raise ConfigError(f"expected n_neighbors >= 2 for UMAP, found {self.n_neighbors}; e.g. --n-neighbors 15")
+        if not self.threads >= 1:
+            raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        return self
+
+
+# --------------------------------------------------------------------------- methods
+
+REDUCERS: dict[str, Callable[[np.ndarray, MapConfig], tuple[np.ndarray, dict]]] = {}
+
+
+def register_reducer(name: str):
+    """Make a codes -> 2-D method available as ``name``; it returns the (N, 2) points and a
+    dict describing what ran (library, version, parameters)."""
+    def wrap(fn):
+        REDUCERS[name] = fn
+        return fn
+    return wrap
+
+
+@register_reducer("pca")
+def _pca(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
+    import sklearn
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=config.seed).fit(codes)
+    return pca.transform(codes), {"implementation": f"scikit-learn {sklearn.__version__} PCA",
+                                  "explained_variance_ratio": [round(float(v), 4) for v in pca.explained_variance_ratio_]}
+
+
+def _perplexity(config: MapConfig, n: int) -> float:
+    # both libraries need perplexity well below n; tiny data sets get the largest sensible one
+    return float(min(config.perplexity, max(1.0, (n - 1) / 3.0)))
+
+
+class _TsneBar:
+    """openTSNE callback that advances a tqdm bar every ``every`` iterations."""
+
+    def __init__(self, total: int, every: int, enabled: bool):
+        self.every = every
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc="t-SNE", unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, iteration, error, embedding):
+        if self.bar is not None:
+            self.bar.update(self.every)
+            self.bar.set_postfix(kl=f"{error:.3f}")
+        return False
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@register_reducer("tsne")
+def _tsne(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
+    perplexity = _perplexity(config, len(codes))
+    try:
+        import openTSNE
+    except ImportError:
+        return _sklearn_tsne(codes, config, perplexity)
+    every = 25
+    if config.progress:
+        print(f"t-SNE: affinities of {len(codes):,} points (perplexity {perplexity:g})", file=sys.stderr)
+    bar = _TsneBar(250 + 500, every, config.progress)  # openTSNE's early-exaggeration + main iterations
+    try:
+        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, exaggeration=config.exaggeration,
+                             initialization="pca", n_jobs=config.threads, random_state=config.seed,
+                             callbacks=bar if config.progress else None, callbacks_every_iters=every)
+        points = np.asarray(tsne.fit(codes))
+    finally:
+        bar.close()
+    return points, {"implementation": f"openTSNE {openTSNE.__version__} (FFT-accelerated)",
+                    "perplexity": perplexity, "exaggeration": config.exaggeration or 1.0,
+                    "initialization": "pca", "iterations": "250 early exaggeration + 500"}
+
+
+def _sklearn_tsne(codes: np.ndarray, config: MapConfig, perplexity: float) -> tuple[np.ndarray, dict]:
+    import sklearn
+    from sklearn.manifold import TSNE
+
+    warnings.warn(f"openTSNE is not installed, so t-SNE runs with scikit-learn's slower Barnes-Hut version; "
+                  f"for the fast one: {INSTALL_HINT}", AelabWarning, stacklevel=3)
+    if config.exaggeration not in (None, 1, 1.0):
+        raise ConfigError(f"expected no --exaggeration with scikit-learn's t-SNE, found {config.exaggeration}; "
+                          f"{INSTALL_HINT} to use it")
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=config.seed, n_jobs=config.threads, verbose=1 if config.progress else 0)
+    return tsne.fit_transform(codes), {"implementation": f"scikit-learn {sklearn.__version__} TSNE (Barnes-Hut)",
+                                       "perplexity": perplexity, "initialization": "pca"}
+
+
+@register_reducer("umap")
+def _umap(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
+    try:
+        import umap
+    except ImportError:
+        raise ConfigError(f"expected umap-learn for --method umap, found it not installed; {INSTALL_HINT}, "
+                          "or use --method tsne or pca") from None
+    n_neighbors = int(min(config.n_neighbors, len(codes) - 1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")  # a seed makes UMAP single-threaded
+        reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=config.min_dist,
+                            random_state=config.seed, n_jobs=config.threads, verbose=config.progress,
+                            tqdm_kwds={"file": sys.stderr, "disable": not config.progress})
+        points = reducer.fit_transform(codes)
+    return np.asarray(points), {"implementation": f"umap-learn {getattr(umap, '__version__', '')}".strip(),
+                                "n_neighbors": n_neighbors, "min_dist": config.min_dist}
+
+
+def reduce(codes, config: MapConfig | None = None, **overrides) -> tuple[np.ndarray, dict]:
+    """Map ``codes`` (N, D) to the plane with ``config.method``; returns the (N, 2) float32
+    points and what ran (library, version, parameters, seconds)."""
+    config = MapConfig(**{**asdict(config or MapConfig()), **overrides}).check()
+    codes = np.ascontiguousarray(np.asarray(codes, dtype=np.float32).reshape(len(codes), -1))
+    if len(codes) < 3:
+        raise DataError(f"expected at least 3 codes to map, found {len(codes)}")
+    if not np.isfinite(codes).all():
+        raise DataError("expected finite codes, found NaN or infinite values; the model or its weights are broken")
+    t0 = time.perf_counter()
+    points, info = REDUCERS[config.method](codes, config)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    return np.asarray(points, dtype=np.float32), info
+
+
+# --------------------------------------------------------------------------- codes
+
+@torch.no_grad()
+def model_codes(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """``model.codes(x)`` in batches on the CPU: (N, D) float32 (a VAE gives its posterior mean)."""
+    model = model.cpu().eval()
+    return torch.cat([model.codes(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]).numpy()
+
+
+BASELINES: dict[str, Callable[[int | None, torch.Tensor, Callable[[], torch.Tensor], int], tuple[np.ndarray, str]]] = {}
+
+
+def register_baseline(prefix: str):
+    """Codes without a model: ``<prefix><number>`` (``pca32``) or ``<prefix>`` (``pixels``)."""
+    def wrap(fn):
+        BASELINES[prefix] = fn
+        return fn
+    return wrap
+
+
+@register_baseline("pixels")
+def _pixels(size, x, train_images, seed):
+    if size is not None:
+        raise ConfigError(f"expected the baseline 'pixels' without a number, found 'pixels{size}'")
+    return x.flatten(1).numpy(), "the pixels"
+
+
+@register_baseline("pca")
+def _pca_codes(size, x, train_images, seed):
+    """The first ``size`` principal components of the pixels, fitted on the training images."""
+    from sklearn.decomposition import PCA
+
+    if size is None or size < 1:
+        raise ConfigError("expected the number of components after 'pca', e.g. --baseline pca32")
+    train = train_images().flatten(1).numpy()
+    if size > min(train.shape):
+        raise ConfigError(f"expected at most {min(train.shape)} components for these images, found pca{size}")
+    pca = PCA(n_components=size, random_state=seed).fit(train)
+    return pca.transform(x.flatten(1).numpy()), (f"PCA-{size} of the pixels (fitted on {len(train):,} training "
+                                                 f"images, {pca.explained_variance_ratio_.sum():.1%} of the variance)")
+
+
+def baseline_codes(name: str, x: torch.Tensor, train_images: Callable[[], torch.Tensor], seed: int = 0):
+    """Codes of the images ``x`` from the baseline ``name`` (``pca32``, ``pixels``); returns
+    (codes (N, D), a description). ``train_images`` is called when the baseline must fit."""
+    m = re.fullmatch(r"([a-z_]+?)(\d*)", str(name).strip().lower())
+    if not m or m.group(1) not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; expected one of {', '.join(b + ('N' if b != 'pixels' else '') for b in BASELINES)}"
+                          ", e.g. --baseline pca32")
+    size = int(m.group(2)) if m.group(2) else None
+    codes, description = BASELINES[m.group(1)](size, x, train_images, seed)
+    return np.asarray(codes, dtype=np.float32), description
+
+
+# --------------------------------------------------------------------------- scores and figures
+
+def map_scores(x_high, points, labels, codes=None) -> dict:
+    """PROTOCOLS.md's figures of a map: trustworthiness@10 against ``x_high`` (the pixels)
+    on the first 5,000 points, 5-fold kNN-5 accuracy of the points, and (with ``codes``) the
+    same kNN accuracy of the codes."""
+    n_trust = min(TRUST_POINTS, len(points))
+    x_high = np.asarray(x_high, dtype=np.float32).reshape(len(x_high), -1)
+    k = min(TRUST_NEIGHBORS, max(1, (n_trust - 1) // 2))
+    scores = {"trustworthiness": round(trustworthiness(x_high[:n_trust], points[:n_trust], n_neighbors=k), 4),
+              "trustworthiness_neighbors": k, "trustworthiness_points": n_trust,
+              "knn_accuracy": round(knn_cv_accuracy(points, labels, KNN_NEIGHBORS, KNN_FOLDS), 4),
+              "knn_neighbors": KNN_NEIGHBORS, "knn_folds": KNN_FOLDS}
+    if codes is not None:
+        scores["codes_knn_accuracy"] = round(knn_cv_accuracy(codes, labels, KNN_NEIGHBORS, KNN_FOLDS), 4)
+    return scores
+
+
+def spread_indices(points, grid: int = 14, min_count: int = 3) -> np.ndarray:
+    """A spread of points for thumbnails: cut the map's bounding box into ``grid`` x ``grid``
+    cells and, in every cell holding at least ``min_count`` points, take the point nearest
+    the cell's centre. Returns their indices, cell by cell (row-major from the bottom left)."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(0), p.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    cell = np.minimum(((p - lo) / span * grid).astype(np.int64), grid - 1)  # (N, 2) cell of each point
+    cell_id = cell[:, 1] * grid + cell[:, 0]
+    centre = lo + (cell + 0.5) * span / grid
+    dist = ((p - centre) ** 2).sum(1)
+    chosen = []
+    order = np.lexsort((dist, cell_id))  # by cell, nearest first inside a cell
+    ids, starts, counts = np.unique(cell_id[order], return_index=True, return_counts=True)
+    for start, count in zip(starts, counts):
+        if count >= min_count:
+            chosen.append(int(order[start]))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the command
+
+def _save_npz(path: Path, **arrays) -> Path:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return runs.atomic_write_bytes(path, buf.getvalue())
+
+
+def embed(run=None, method: str = "tsne", on: str = "test", baseline: str | None = None, data=None,
+          limit: int | None = None, out=None, perplexity: float = 30.0, exaggeration: float | None = None,
+          n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0, threads: int = 1,
+          progress: bool = True, command: str | None = None, report: bool = True) -> dict:
+    """Map the codes of the ``on`` images to 2-D and score the map; returns the entry it
+    adds to ``metrics.json["embedding"]``.
+
+    Codes come from the model of ``run`` or, with ``baseline`` (``pca32``, ``pixels``), from
+    the pixels, in which case ``run`` is only where the files go (``out`` when there is no
+    run). ``data`` defaults to what the run was trained on. ``limit`` keeps the first N
+    images. With ``report`` the run's ``report.html`` is rewritten when the run has a
+    config.
+    """
+    config = MapConfig(method=method, perplexity=perplexity, exaggeration=exaggeration, n_neighbors=n_neighbors,
+                       min_dist=min_dist, seed=seed, threads=threads, progress=progress).check()
+    if on not in ("test", "train"):
+        raise ConfigError(f"expected --on test or train, found {on!r}")
+    if run is None and baseline is None:
+        raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
+    out = Path(out if out is not None else run if run is not None else f"runs/embed-{baseline}")
+    torch.set_num_threads(threads)
+    run_config = runs.read_config(run) if run is not None and (baseline is None or (Path(run) / runs.CONFIG).exists()) else {}
+    if data is None:
+        data = run_config.get("train", {}).get("data")
+    ds: Dataset = load_dataset(data, on, limit=limit)
+    t0 = time.perf_counter()
+    if baseline is None:
+        model = runs.load_model(run)
+        codes = model_codes(model, ds.x)
+        source = f"{model.kind} autoencoder ({model.net} network), {codes.shape[1]}-d codes"
+        key = method
+    else:
+        train_cache: dict = {}
+
+        def train_images():
+            if "x" not in train_cache:
+                train_cache["x"] = ds.x if on == "train" else load_dataset(data, "train", limit=limit).x
+            return train_cache["x"]
+
+        codes, source = baseline_codes(baseline, ds.x, train_images, seed)
+        key = f"{baseline.strip().lower()}_{method}"
+    code_seconds = time.perf_counter() - t0
+
+    points, info = reduce(codes, config)
+    t1 = time.perf_counter()
+    labels = ds.y.numpy()
+    scores = map_scores(ds.x.numpy(), points, labels, codes)
+    score_seconds = time.perf_counter() - t1
+
+    names = ds.class_names or [str(i) for i in range(int(labels.max()) + 1)]
+    figs = out / "figures"
+    label = f"{source} + {method}"
+    title = (f"{label}: trustworthiness@{scores['trustworthiness_neighbors']} {scores['trustworthiness']:.3f}, "
+             f"2-D kNN-{KNN_NEIGHBORS} {scores['knn_accuracy']:.3f}")
+    map_png = plots.embedding_map(points, labels, names, figs / f"map_{key}.png", title=title)
+    thumbs = spread_indices(points)
+    thumb_png = plots.embedding_thumbnails(points, labels, ds.x.numpy(), thumbs, names,
+                                           figs / f"map_{key}_thumbnails.png", title=title)
+    npz = _save_npz(out / f"embedding_{key}.npz", points=points, labels=labels.astype(np.int64),
+                    indices=np.arange(len(points), dtype=np.int64), class_names=np.asarray(names, dtype=str))
+
+    entry = {"source": source, "method": method, "baseline": baseline, "split": on, "points": len(points),
+             "code_dim": int(codes.shape[1]), **scores, **info,
+             "seconds_codes": round(code_seconds, 2), "seconds_map": info["seconds"],
+             "seconds_scores": round(score_seconds, 2), "threads": threads, "seed": seed,
+             "files": [str(p.relative_to(out)) for p in (map_png, thumb_png, npz)]}
+    entry.pop("seconds")
+    if command:
+        entry["command"] = command
+    metrics_path = out / runs.METRICS
+    maps = (runs.read_json(metrics_path) if metrics_path.exists() else {}).get("embedding", {})
+    maps[key] = entry
+    runs.update_metrics(out, embedding=maps)
+    if report and (out / runs.CONFIG).exists():
+        from .report import write_report
+        write_report(out)
+    return entry
+
+
+__all__ = ["MapConfig", "REDUCERS", "BASELINES", "register_reducer", "register_baseline", "reduce",
+           "model_codes", "baseline_codes", "map_scores", "spread_indices", "embed"]

@@ -1,0 +1,191 @@
+"""Variational autoencoder (Kingma & Welling 2014, "Auto-encoding variational Bayes";
+beta-VAE: Higgins et al. 2017; importance-weighted bound: Burda, Grosse & Salakhutdinov
+2016, "Importance weighted autoencoders", eq. 8).
+
+Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior p(z) = N(0, I), decoder p(x|z) with
+mean x_hat = g(z). Loss, per image then averaged over the batch, in nats::
+
+    loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z))           (= -ELBO when beta = 1)
+    KL   = 1/2 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)      (Kingma & Welling, appendix B)
+    z    = mu + exp(logvar / 2) * eps,  eps ~ N(0, I)             (the reparameterisation trick)
+
+The likelihood follows ``reconstruction`` (summed over pixels, so the terms are nats per
+image, unlike the per-pixel means of the other kinds):
+
+- ``"bce"`` (default): Bernoulli, log p(x|z) = sum x log x_hat + (1 - x) log(1 - x_hat);
+- ``"mse"``: Gaussian N(x_hat, s^2), s = ``likelihood_scale``;
+- ``"l1"``: Laplace(x_hat, b), b = ``likelihood_scale``.
+
+Likelihoods in nats are only comparable with the literature on binary images: with
+``binarize`` (default: on for Bernoulli) each batch is dynamically binarised,
+x ~ Bernoulli(pixel intensity), as in Burda et al.; evaluate on a fixed binarisation of
+the test set (:func:`binarize`). The logged terms: "reconstruction" (-log p(x|z), one
+sample), "kl", "neg_elbo" (their sum) and "loss" (with beta).
+
+``encode`` returns the posterior mean mu (the codes of PROTOCOLS.md); ``forward`` decodes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ConfigError
+from ..nets import build_net
+from .base import Autoencoder, register_model
+
+_EPS = 1e-6
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def bernoulli_log_likelihood(x, x_hat, scale=None):
+    """sum_pixels x log x_hat + (1 - x) log(1 - x_hat), per image; x_hat clamped to [1e-6, 1 - 1e-6]."""
+    p = x_hat.clamp(_EPS, 1 - _EPS)
+    return (x * torch.log(p) + (1 - x) * torch.log1p(-p)).flatten(1).sum(1)
+
+
+def gaussian_log_likelihood(x, x_hat, scale):
+    """sum_pixels log N(x; x_hat, scale^2), per image."""
+    return (-0.5 * ((x - x_hat) / scale) ** 2 - math.log(scale) - 0.5 * _LOG_2PI).flatten(1).sum(1)
+
+
+def laplace_log_likelihood(x, x_hat, scale):
+    """sum_pixels log Laplace(x; x_hat, scale), per image."""
+    return (-(x - x_hat).abs() / scale - math.log(2 * scale)).flatten(1).sum(1)
+
+
+LIKELIHOODS = {"bce": bernoulli_log_likelihood, "mse": gaussian_log_likelihood, "l1": laplace_log_likelihood}
+LIKELIHOOD_NAMES = {"bce": "Bernoulli", "mse": "Gaussian", "l1": "Laplace"}
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row: 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def log_normal(z: torch.Tensor, mu, logvar) -> torch.Tensor:
+    """log N(z; mu, diag exp(logvar)), summed over the last axis."""
+    return (-0.5 * (_LOG_2PI + logvar + (z - mu) ** 2 / logvar.exp())).sum(-1)
+
+
+def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed Bernoulli draw of ``x`` (pixel intensities as probabilities), for evaluation in nats."""
+    return torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(seed))
+
+
+@register_model("variational")
+class VariationalAutoencoder(Autoencoder):
+    """Gaussian posterior, standard normal prior, reparameterised; loss = -ELBO (beta-weighted KL)."""
+
+    net_defaults = {"latent_dim": 32, "code_activation": "none"}
+
+    def __init__(self, input_shape, net="conv", net_options=None, reconstruction: str = "bce",
+                 beta: float = 1.0,                # weight of the KL term (beta-VAE); 1 = the ELBO
+                 likelihood_scale: float = 0.1,    # Gaussian std / Laplace scale of p(x|z) (mse / l1 only)
+                 binarize: bool | None = None):    # dynamic binarisation; None = on for bce only
+        super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
+        opts = {**self.net_defaults, **self.net_options}
+        latent = opts.get("latent_dim")
+        if not isinstance(latent, int) or latent < 1:
+            raise ConfigError(f"the variational kind needs a vector code, expected latent_dim >= 1, found {latent!r}; "
+                              "e.g. --net-option latent_dim=32")
+        if opts.get("code_activation") not in (None, "none", "linear"):
+            raise ConfigError("the variational encoder outputs mu and log-variance, which need code_activation=none, "
+                              f"found {opts['code_activation']!r}; drop the option")
+        if not beta >= 0:
+            raise ConfigError(f"expected beta >= 0, found {beta}")
+        if not likelihood_scale > 0:
+            raise ConfigError(f"expected likelihood_scale > 0, found {likelihood_scale}")
+        if binarize not in (None, True, False):
+            raise ConfigError(f"expected binarize true, false or null, found {binarize!r}")
+        # the same network with twice the code: the encoder's output is (mu, logvar)
+        self.encoder = build_net(net, self.input_shape, **{**opts, "latent_dim": 2 * latent}).encoder
+        self.latent_dim = latent
+        self.beta = float(beta)
+        self.likelihood_scale = float(likelihood_scale)
+        self.binarize = binarize
+
+    @property
+    def binarizes(self) -> bool:
+        return self.reconstruction == "bce" if self.binarize is None else bool(self.binarize)
+
+    @property
+    def likelihood(self) -> str:
+        """The likelihood in words, for output next to figures in nats."""
+        name = LIKELIHOOD_NAMES[self.reconstruction]
+        scale = "" if self.reconstruction == "bce" else f" (scale {self.likelihood_scale:g})"
+        return name + scale + (" on dynamically binarised images" if self.binarizes else "")
+
+    # -- the contract --------------------------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x), each (N, latent_dim)."""
+        self.check_input(x)
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def encode(self, x):
+        return self.posterior(x)[0]
+
+    def log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image, x_hat = g(z) (nats)."""
+        return LIKELIHOODS[self.reconstruction](x, x_hat, self.likelihood_scale)
+
+    def loss(self, x_in, x_target):
+        if self.binarizes:  # one uniform draw per pixel, shared by input and target
+            u = torch.rand_like(x_target)
+            x_in, x_target = (u < x_in).to(x_in.dtype), (u < x_target).to(x_target.dtype)
+        mu, logvar = self.posterior(x_in)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
+        rec = -self.log_likelihood(x_target, self.decode(z)).mean()
+        kl = kl_standard_normal(mu, logvar).mean()
+        return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + self.beta * kl}
+
+    # -- generation and likelihood ----------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images decoded from z ~ N(0, I) (the decoder's means), (n, C, H, W)."""
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator).to(device)
+        return self.decode(z)
+
+    @torch.no_grad()
+    def nll_bounds(self, x: torch.Tensor, samples: int = 1000, seed: int = 0,
+                   budget: int = 4_000_000) -> dict[str, torch.Tensor]:
+        """Per image, in nats, from the same ``samples`` = K draws z_k ~ q(z|x):
+
+        - ``"iw"``: -log (1/K) sum_k w_k, w_k = p(x|z_k) p(z_k) / q(z_k|x): an upper bound
+          on -log p(x) that tightens as K grows (Burda et al. 2016);
+        - ``"neg_elbo"``: -(1/K) sum_k log w_k, a Monte Carlo -ELBO; by Jensen's inequality
+          never below ``"iw"``, and equal to it at K = 1.
+
+        ``x`` is used as given: binarise it first (:func:`binarize`) for Bernoulli nats.
+        ``budget`` caps the decoded values held at once (K x images x pixels).
+        """
+        if samples < 1:
+            raise ConfigError(f"expected samples >= 1, found {samples}")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        pixels = math.prod(self.input_shape)
+        k_chunk = max(1, min(samples, budget // pixels))
+        n_chunk = max(1, budget // (k_chunk * pixels))
+        iw, elbo = [], []
+        for i in range(0, len(x), n_chunk):
+            xb = x[i:i + n_chunk].to(device)
+            mu, logvar = self.posterior(xb)  # (B, L)
+            log_w = []
+            for k in range(0, samples, k_chunk):
+                kk = min(k_chunk, samples - k)
+                eps = torch.randn((kk,) + tuple(mu.shape), generator=gen).to(device)  # (k, B, L)
+                z = mu + torch.exp(0.5 * logvar) * eps
+                x_hat = self.decode(z.reshape(-1, self.latent_dim)).reshape((kk,) + tuple(xb.shape))
+                log_px = self.log_likelihood(xb.expand_as(x_hat).reshape(-1, *xb.shape[1:]),
+                                             x_hat.reshape(-1, *xb.shape[1:])).reshape(kk, -1)  # (k, B)
+                log_w.append(log_px + log_normal(z, 0.0, torch.zeros_like(z)) - log_normal(z, mu, logvar))
+            log_w = torch.cat(log_w)  # (K, B)
+            iw.append(-(torch.logsumexp(log_w, 0) - math.log(samples)).cpu())
+            elbo.append(-log_w.mean(0).cpu())
+        self.train(was_training)
+        return {"iw": torch.cat(iw), "neg_elbo": torch.cat(elbo)}
