@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # an unpinned torch would pull a CUDA build of several GB. The package itself asks torch>=2.2.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup data demo test test-fast bench clean
+.PHONY: setup data browser demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,17 @@ data:
 demo: setup data
 	$(BIN)/aelab reproduce
 
-# everything, the slow real-data tests included
-test: setup data
-	$(BIN)/python -m pytest -m "slow or not slow"
+# Debian's chromium for the report test (driven by Playwright; never a browser Playwright downloads)
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+	  echo "chromium: /usr/bin/chromium"; \
+	else \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
+	fi
+
+# everything, the slow real-data tests and the headless-browser report test included
+test: setup data browser
+	AELAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m "slow or not slow"
 
 # the quick default suite (CPU, offline, synthetic data)
 test-fast: setup

@@ -16,6 +16,16 @@ def test_reproduce_on_fake_data(fake_fashion, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["denoising"]) == {"0.1", "0.2", "0.3", "0.5"}
     assert m["model"]["parameters"] == 3217
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    assert (cfg["batch_size"], cfg["schedule"]) == (32, "constant")
+
+
+def test_reproduce_fast_preset_and_overrides(fake_fashion, tmp_path):
+    out = tmp_path / "fast"
+    assert main(["reproduce", "--fast", "--epochs", "1", "--data", str(fake_fashion), "--out", str(out),
+                 "--no-progress"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["schedule"]) == (1, 128, 4e-3, "onecycle")
 
 
 @pytest.mark.slow

@@ -85,3 +85,25 @@ def test_train_api_on_fake_fashion(fake_fashion, tmp_path):
     # resume to more epochs continues the history
     train(data=str(fake_fashion), out=str(tmp_path / "run"), epochs=3, resume=True, progress=False)
     assert len(runs.load_history(tmp_path / "run")["train"]["loss"]) == 3
+
+
+def test_onecycle_schedule_shape_and_resume_exactness(tmp_path):
+    from aelab.train import learning_rate
+    cfg = TrainConfig(lr=4e-3, schedule="onecycle")
+    lrs = [learning_rate(cfg, s, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(4e-3 / 25) and max(lrs) == pytest.approx(4e-3, rel=1e-3)
+    assert int(torch.tensor(lrs).argmax()) == 30 and lrs[-1] < 4e-3 / 100
+    assert all(learning_rate(TrainConfig(lr=1e-3), s, 100) == 1e-3 for s in range(100))
+    # the schedule is a function of the step, so resume still ends bit-identical
+    x, xv = _data()
+    cfg = TrainConfig(epochs=2, batch_size=16, progress=False, lr=4e-3, schedule="onecycle")
+    full = _model()
+    fit(full, x, xv, cfg, run_dir=tmp_path / "full")
+    part = _model()
+    fit(part, x, xv, cfg, run_dir=tmp_path / "part", stop_after_steps=4)
+    resumed = _model()
+    fit(resumed, x, xv, cfg, run_dir=tmp_path / "part", resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="schedule one of constant, onecycle"):
+        TrainConfig(schedule="cosine").check()

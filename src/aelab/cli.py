@@ -20,10 +20,14 @@ def _size(text: str):
     return parts[0] if len(parts) == 1 else tuple(parts[:2])
 
 
-def _common_train(p: argparse.ArgumentParser, out_default: str):
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as the tutorial)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = False):
+    """The flags of train and reproduce; with ``fast`` the schedule flags default to None (a preset picks)."""
+    p.add_argument("--epochs", type=int, default=None if fast else 10,
+                   help="passes over the training set (default 10" + ("; 3 with --fast)" if fast else ")"))
+    p.add_argument("--batch-size", type=int, default=None if fast else 32,
+                   help="images per step (default 32, as the tutorial" + ("; 128 with --fast)" if fast else ")"))
+    p.add_argument("--lr", type=float, default=None if fast else 1e-3,
+                   help="Adam learning rate (default 1e-3" + ("; one-cycle peak 4e-3 with --fast)" if fast else ")"))
     p.add_argument("--seed", type=int, default=0, help="drives initial weights, batch order and noise")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
@@ -57,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", formatter_class=fmt, help="the whole denoising experiment, figures and report",
                        description="Train the tutorial's convolutional denoiser on Fashion-MNIST and write "
                        "figures, metrics and report.html.\n\nexample:\n  aelab reproduce --epochs 10 --out runs/reproduce")
-    _common_train(p, "runs/reproduce")
+    _common_train(p, "runs/reproduce", fast=True)
     p.add_argument("--noise-factor", type=float, default=0.2, help="Gaussian noise factor (default 0.2)")
+    p.add_argument("--fast", action="store_true",
+                   help="time to quality: batch 128, one-cycle lr 4e-3, 3 epochs (the tutorial's quality in less CPU)")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train one kind of autoencoder",
                        description="Train an autoencoder and write a run directory.\n\nexample:\n"
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
     p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a kind's hyper-parameter, e.g. reconstruction=mse (repeatable)")
+    p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce"],
+                   help="the reconstruction loss (the option reconstruction=); the variational kind's likelihood")
+    p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
 
     p = sub.add_parser("denoise", formatter_class=fmt, help="clean image files or an .npz with a trained run",
                        description="example:\n  aelab denoise --run runs/reproduce noisy1.png noisy2.png --out cleaned/")
@@ -105,6 +114,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    p = sub.add_parser("compare", formatter_class=fmt, help="train every kind the same way and tabulate them",
+                       description="Train undercomplete, sparse (l1, kl), contractive, denoising and variational\n"
+                       "autoencoders with the same network, code size and schedule; write compare.md, compare.json,\n"
+                       "reconstructions.png and one run directory per kind.\n\nexample:\n"
+                       "  aelab compare --net dense --latent-dim 32 --epochs 10 --out runs/compare")
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument("--net", default="dense", help="the network shared by every kind (default dense)")
+    p.add_argument("--latent-dim", type=int, default=32, help="code size shared by the kinds (default 32)")
+    p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option for every kind, e.g. hidden=[512,256] (repeatable)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per kind (default 10)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed for every kind")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    p.add_argument("--kinds", type=lambda t: [k for k in t.split(",") if k], default=None,
+                   help="comma-separated kinds or rows to run (default all), e.g. undercomplete,variational")
+    p.add_argument("--iw-samples", type=int, default=1000, help="samples K of the importance-weighted bound (default 1000)")
+    p.add_argument("--jacobian-images", type=int, default=1000, help="test images for the exact ||J||_F (default 1000)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    p = sub.add_parser("sample", formatter_class=fmt, help="samples, latent manifold, traversals of a VAE run",
+                       description="Write figures/vae_samples.png (a grid from the prior), vae_manifold.png (2-D latent\n"
+                       "only), vae_traversals.png and vae_interpolation.png for a variational run.\n\nexample:\n"
+                       "  aelab sample --run runs/vae --n 64")
+    p.add_argument("--run", required=True, help="a run directory of the variational kind")
+    p.add_argument("--out", default=None, help="output folder (default RUN/figures)")
+    p.add_argument("--n", type=int, default=64, help="samples from the prior (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
+    p.add_argument("--steps", type=int, default=10, help="points per traversal, interpolation and manifold side")
+
     p = sub.add_parser("data", help="look at the data")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     ps = dsub.add_parser("show", formatter_class=fmt, help="draw the first 50 images, clean and noisy",
@@ -123,17 +167,23 @@ def _run(args, argv) -> int:
     from .train import train
 
     command_line = "aelab " + " ".join(shlex.quote(a) for a in argv)
+    if args.command in ("train", "reproduce"):
+        from . import distributed
+        distributed.setup(args.device)  # joins the process group under torchrun; no-op otherwise
     if args.command == "reproduce":
         m = reproduce(out=args.out, epochs=args.epochs, noise_factor=args.noise_factor, batch_size=args.batch_size,
                       lr=args.lr, seed=args.seed, limit=args.limit, data=args.data, resume=args.resume,
-                      device=args.device, threads=args.threads, progress=args.progress, command=command_line)
+                      device=args.device, threads=args.threads, progress=args.progress, command=command_line,
+                      fast=args.fast)
         print(m["summary"]["text"])
         print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
     elif args.command == "train":
         train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
               resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
-              size=args.size, net_options=dict(args.net_options), **dict(args.options))
+              size=args.size, net_options=dict(args.net_options),
+              **{**dict(args.options), **{k: v for k, v in (("reconstruction", args.reconstruction),
+                                                            ("beta", args.beta)) if v is not None}})
         print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
     elif args.command == "denoise":
         out = use.denoise(args.run, args.inputs, out=args.out)
@@ -150,6 +200,20 @@ def _run(args, argv) -> int:
         print("wrote " + ", ".join(e["files"]))
     elif args.command == "report":
         print(f"wrote {write_report(args.run)}")
+    elif args.command == "compare":
+        from .compare import compare
+        result = compare(data=args.data, out=args.out, net=args.net, latent_dim=args.latent_dim, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit, kinds=args.kinds,
+                         iw_samples=args.iw_samples, jacobian_images=args.jacobian_images,
+                         net_options=dict(args.net_options), device=args.device, threads=args.threads,
+                         progress=args.progress, command=command_line)
+        from .compare import markdown_table
+        print(markdown_table(result["rows"]))
+        print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, one run per kind)")
+    elif args.command == "sample":
+        from .generate import sample
+        for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
+            print(f"wrote {p}")
     elif args.command == "data":
         if args.data_command != "show":
             raise AelabError("expected `aelab data show`, found no action; see `aelab data --help`")

@@ -298,7 +298,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     else:
         names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(names)):
-        bad = int(np.argmax((y < 0) | (y >= len(names))))
+        bad = int(torch.nonzero((y < 0) | (y >= len(names)))[0, 0])
         raise DataError(f"{path}: expected labels 0..{len(names) - 1} (one per class name), found {int(y[bad])} "
                         f"at index {bad}; fix the labels or class_names")
     return Dataset(x, y, names)
@@ -390,6 +390,11 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
     except FileNotFoundError:
         raise DataNotFoundError(f"expected an image at {path}, found nothing; check the path") from None
     except Image.UnidentifiedImageError:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head.startswith(_PNG_SIGNATURE) or head.startswith(b"\xff\xd8"):
+            raise DataError(f"{path}: expected a readable PNG or JPEG image, found a broken one (truncated "
+                            "or damaged header); remove or replace it") from None
         raise DataError(f"{path}: expected a PNG or JPEG image, found a file that is neither; "
                         "remove it from the folder or convert it") from None
     except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:

@@ -106,20 +106,79 @@ def trustworthiness(x_high, x_low, n_neighbors: int = 10, batch_size: int = 500)
 
 
 def knn_cv_accuracy(points, labels, n_neighbors: int = 5, folds: int = 5, seed: int = 0) -> float:
-    """Mean accuracy of a k-nearest-neighbour classifier (Euclidean, majority vote) over
-    ``folds`` stratified folds of ``points`` (shuffled with ``seed``): how well the
-    classes separate in the map, with no training set beyond the points themselves."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    """Mean accuracy of a k-nearest-neighbour classifier (Euclidean, majority vote, ties to
+    the smallest label) over ``folds`` shuffled folds of ``points`` (``KFold(shuffle=True,
+    random_state=seed)``): how well the classes separate in the map, with no data beyond
+    the points themselves."""
+    from sklearn.model_selection import KFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
     labels = np.asarray(labels)
     if len(points) != len(labels):
         raise DataError(f"expected one label per point, found {len(labels)} labels for {len(points)} points")
-    counts = np.bincount(labels.astype(np.int64))
-    if counts[counts > 0].min() < folds:
-        raise DataError(f"expected at least {folds} points of every class for {folds}-fold kNN, found a class "
-                        f"with {counts[counts > 0].min()}; embed more images (raise --limit)")
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    need = max(folds, -(-n_neighbors * folds // (folds - 1)))  # every training part holds k points
+    if len(points) < need:
+        raise DataError(f"expected at least {need} points for {folds}-fold kNN-{n_neighbors}, found {len(points)}; "
+                        "embed more images (raise --limit)")
+    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(KNeighborsClassifier(n_neighbors=n_neighbors), points, labels, cv=cv)
     return float(scores.mean())
+
+
+# -- probes and code statistics (PROTOCOLS.md "Codes") ---------------------------------
+
+def knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors: int = 5) -> float:
+    """Accuracy on the test codes of a k-nearest-neighbour classifier (Euclidean, majority
+    vote) fitted on the training codes: PROTOCOLS.md's kNN probe (k = 5, 60,000 train codes,
+    10,000 test codes). Codes are flattened to (N, D)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    a, b = _flat(train_codes), _flat(test_codes)
+    ya, yb = np.asarray(train_labels), np.asarray(test_labels)
+    if len(a) != len(ya) or len(b) != len(yb):
+        raise DataError(f"expected one label per code, found {len(ya)} labels for {len(a)} training codes and "
+                        f"{len(yb)} for {len(b)} test codes")
+    if len(a) < n_neighbors:
+        raise DataError(f"expected at least {n_neighbors} training codes for kNN-{n_neighbors}, found {len(a)}")
+    return float(KNeighborsClassifier(n_neighbors=n_neighbors).fit(a, ya).score(b, yb))
+
+
+def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, max_iter: int = 1000) -> float:
+    """Test accuracy of ``sklearn.linear_model.LogisticRegression`` fitted on the standardised
+    training codes (PROTOCOLS.md's linear probe)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    return float(probe.fit(_flat(train_codes), np.asarray(train_labels)).score(_flat(test_codes), np.asarray(test_labels)))
+
+
+def near_zero_fraction(codes, relative: float = 0.01) -> float:
+    """The fraction of code activations with |a| <= ``relative`` * max |a| (max over all
+    codes and units given): how sparse the codes are, per activation, averaged over images.
+    Relative to the largest activation so that shrinking every code by a constant (which an
+    L1 penalty rewards and a decoder can undo) does not count as sparsity."""
+    a = np.abs(_flat(codes))
+    top = float(a.max()) if a.size else 0.0
+    return float((a <= relative * top).mean()) if top > 0 else 1.0
+
+
+def jacobian_norm(model, x: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """The exact Frobenius norm ||J_f(x)||_F of the encoder's Jacobian (codes with respect to
+    the input) for each image of ``x``, by autograd (one backward pass per code unit)."""
+    from .models.contractive import jacobian_frobenius_sq
+
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    sq = jacobian_frobenius_sq(lambda xb: model.encode(xb.to(device)), x, batch_size)
+    model.train(was_training)
+    return sq.sqrt()
+
+
+def _flat(a) -> np.ndarray:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    return a.reshape(len(a), -1).astype(np.float32, copy=False)

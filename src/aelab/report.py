@@ -25,9 +25,18 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
+_NUM = ' class="num"'
+
+
+def _numeric(cell) -> bool:
+    """Numbers (and numbers with a unit) are right-aligned, words left-aligned."""
+    return isinstance(cell, (int, float)) or bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?(dB|s|%))?", str(cell)))
+
+
 def _table(header: list[str], rows: list[list], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td{_NUM if _numeric(c) else ''}>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -38,8 +47,8 @@ def _fmt(v, digits=2):
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.5}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 10px;text-align:right}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 10px;text-align:left}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow-x:auto}
 pre.doc{white-space:pre-wrap;font-size:.9em}nav ol{columns:2}.note{color:#555;font-size:.95em}
@@ -117,7 +126,8 @@ def model_section(config: dict, metrics: dict, history: dict) -> str | None:
     train = config.get("train")
     if train:
         out.append("<h3>Training settings</h3>" + _table(["setting", "value"],
-                                                         [[k, json.dumps(v)] for k, v in train.items()]))
+                                                         [[k, v if isinstance(v, str) else json.dumps(v)]
+                                                          for k, v in train.items()]))
     return "".join(out)
 
 
@@ -142,13 +152,14 @@ def training_section(run_dir: Path, metrics: dict, history: dict) -> str | None:
                 + [_fmt(val[t][i], 5) if i < len(val[t]) else "" for t in val] for i, s in enumerate(secs)]
         timing = metrics.get("timing", {})
         where = ", ".join(f"{k} {timing[k]}" for k in ("device", "threads", "batch_size") if k in timing)
-        out.append(f"<p>Seconds per epoch: median of epochs 2..{len(secs)} is {median:.1f} s"
+        span = f"median of epochs 2..{len(secs)}" if len(secs) > 1 else "one epoch"
+        out.append(f"<p>Seconds per epoch ({span}): {median:.1f} s"
                    + (f" ({html.escape(where)})" if where else "") + ".</p>" + _table(header, rows, cls="epochs"))
     return "".join(out)
 
 
 MAP_NOTE = ("Trustworthiness@10 (Venna &amp; Kaski 2001; 1 = every neighbour in the map is a neighbour "
-            "in pixel space) on the first 5,000 points against the test pixels, and the 5-fold accuracy "
+            "in pixel space) on all the points against the test pixels, and the 5-fold accuracy "
             "of a 5-nearest-neighbour classifier on the 2-D points (how well the classes separate); "
             "\"codes kNN-5\" is the same classifier on the codes themselves, the ceiling of a map of "
             "those codes (PROTOCOLS.md).")

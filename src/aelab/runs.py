@@ -184,7 +184,7 @@ def read_config(run_dir) -> dict:
                           f"up to {FORMAT_VERSION}); upgrade aelab with pip install -U aelab")
     if not isinstance(config.get("model"), dict):
         import difflib
-        close = difflib.get_close_matches("model", [str(k) for k in config], n=1)
+        close = difflib.get_close_matches("model", [str(k) for k in config if k != "model"], n=1)
         hint = f" (is {close[0]!r} a misspelling of 'model'?)" if close else ""
         raise ConfigError(f"{path}: expected a 'model' section, found none{hint}; the file is damaged, "
                           "retrain or restore it")

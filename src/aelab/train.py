@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -38,6 +39,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads; None = default_threads() (1 on machines of up to 4 cores)
     channels_last: bool = True  # NHWC memory layout for convolutional nets (measured faster on CPU)
     amp: str = "auto"           # "auto": bf16 autocast on CUDA only; "bf16" forces it; "off"
+    schedule: str = "constant"  # learning rate per step: "constant" (the tutorial) or "onecycle" (lr is the peak)
     val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
     progress: bool = True       # a progress bar on stderr
 
@@ -50,6 +52,8 @@ class TrainConfig:
             raise ConfigError(f"expected a learning rate > 0, found {self.lr}; e.g. --lr 1e-3")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"expected schedule one of {', '.join(SCHEDULES)}, found {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"expected amp auto, bf16 or off, found {self.amp!r}")
         parse_noise(self.noise)  # raises on a bad spec
@@ -60,6 +64,27 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SCHEDULES = ("constant", "onecycle")
+
+
+def learning_rate(config: "TrainConfig", step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps``.
+
+    "onecycle" (Smith & Topin 2017, as torch's OneCycleLR with cosine annealing): rises from
+    lr/25 to lr over the first 30% of the steps, then falls to lr/25e4. A pure function of
+    the step, so a resumed run follows the same schedule without saving scheduler state.
+    """
+    if config.schedule == "constant":
+        return config.lr
+    warm = max(1, int(0.3 * total_steps))
+    start, peak, end = config.lr / 25, config.lr, config.lr / 25e4
+    if step < warm:
+        t = step / warm
+        return start + (peak - start) * (1 - math.cos(math.pi * t)) / 2
+    t = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return end + (peak - end) * (1 + math.cos(math.pi * t)) / 2
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -184,7 +209,8 @@ def _load_checkpoint(path: Path, model, optimizer, perm_gen, noise_gen) -> _Stat
 
 def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = None,
         config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
-        resume: bool = False, stop_after_steps: int | None = None) -> dict:
+        resume: bool = False, stop_after_steps: int | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train ``model`` in place and return its history.
 
     ``x_train`` (and ``x_val``) are float32 NCHW in [0, 1]. Each step corrupts a batch with
@@ -192,6 +218,7 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
     each epoch the validation terms are computed on ``x_val`` corrupted by the fixed
     evaluation noise, and (with ``run_dir``) a checkpoint is written atomically.
     ``stop_after_steps`` stops early as Ctrl-C would (used by tests of resume).
+    ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint (benchmarks use it).
     """
     config = (config or TrainConfig()).check()
     x_train = check_images(x_train, "training images")
@@ -233,6 +260,7 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
     n = len(x_train)
     global_batch = config.batch_size * world
     steps_per_epoch = math.ceil(n / global_batch)
+    total_steps = config.epochs * steps_per_epoch
     x_train_dev = x_train.to(device).contiguous(memory_format=memory_format)
     val_in = val_target = None
     if x_val is not None:  # each rank validates its shard; the sums are all-reduced
@@ -274,6 +302,10 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
                         f"the data; the last good checkpoint is kept" + (f" in {ckpt}" if ckpt else ""))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.schedule != "constant":
+                    lr = learning_rate(config, state.epoch * steps_per_epoch + state.step, total_steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                 optimizer.step()
                 k = len(x)
                 with torch.no_grad():  # running sums stay on the device: no sync per step
@@ -320,6 +352,8 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
                 runs.save_weights(model, Path(run_dir) / runs.WEIGHTS)
                 runs.write_json(Path(run_dir) / runs.HISTORY, state.history)
                 _save_checkpoint(ckpt, model, optimizer, state, perm_gen, noise_gen)
+            if on_epoch_end is not None:
+                on_epoch_end(state.epoch, state.history)
     if bar is not None:
         bar.close()
     distributed.barrier()
@@ -411,10 +445,13 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     else:
         torch.manual_seed(seed)
         model = build_model(kind, train_set.input_shape, net=net, net_options=net_options, **options)
-        (out / runs.CHECKPOINT).unlink(missing_ok=True)  # a previous run's state: never resume this one from it
-        runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+        if distributed.is_main():
+            (out / runs.CHECKPOINT).unlink(missing_ok=True)  # a previous run's state: never resume from it
+            runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+        distributed.barrier()
     fit(model, train_set.x, val_set.x if val_set else None, config, run_dir=out, resume=resume)
-    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+    if distributed.is_main():
+        runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
     return model
 
 

@@ -1,0 +1,194 @@
+"""Every kind side by side: train each with the same network, code size, epochs, batch
+size, learning rate and seed on the same data, measure each the same way (PROTOCOLS.md),
+and write one table (``compare.md``, ``compare.json``) and one figure of reconstructions
+(``reconstructions.png``). Each model is also a run directory (``<out>/<name>/``).
+
+Measured for every kind, on the test set:
+
+- ``psnr`` / ``ssim``: reconstruction of the clean images;
+- ``psnr_denoise_0.2``: the clean image against the model's output for the noisy input
+  (fixed evaluation noise, factor 0.2; the noisy input itself is in ``noisy_psnr_0.2``);
+- ``knn5``: kNN-5 accuracy of the codes (fitted on the training codes);
+- ``near_zero``: the fraction of code activations at most 1% of the largest one;
+- ``jacobian``: the mean exact ||J_f(x)||_F on the first ``jacobian_images`` test images;
+- ``neg_elbo`` / ``iw_nll`` (kinds with a likelihood): the -ELBO and the importance-weighted
+  bound of -log p(x) with ``iw_samples`` samples, in nats, on a fixed binarisation of the
+  test images (seed 0) when the model is trained on dynamically binarised images.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import plots, runs
+from .data import load_dataset
+from .errors import ConfigError
+from .evaluate import apply_model
+from .metrics import jacobian_norm, knn_accuracy, near_zero_fraction, psnr, ssim
+from .models import build_model
+from .noise import add_evaluation_noise, evaluation_noise
+from .train import TrainConfig, fit
+
+
+@dataclass
+class Entry:
+    """One row of the comparison: a kind with its hyper-parameters."""
+
+    name: str                                          # the row's label and its run folder
+    kind: str                                          # a registered kind
+    options: dict = field(default_factory=dict)        # the kind's hyper-parameters
+    net_options: dict = field(default_factory=dict)    # on top of the shared ones (e.g. a wider code)
+    noise: str | None = None                           # training corruption; None = the kind's default
+
+
+# The kinds' settings for the comparison. Every row shares the network, the code size
+# (``latent_dim``; the sparse rows use a wide code, which their penalty keeps sparse), the
+# epochs, batch size, learning rate and seed.
+ENTRIES = (
+    Entry("undercomplete", "undercomplete"),
+    Entry("sparse-l1", "sparse", {"penalty": "l1", "sparsity_weight": 1e-4}, {"latent_dim": 256}),
+    Entry("sparse-kl", "sparse", {"penalty": "kl", "sparsity_weight": 1e-3, "sparsity_target": 0.05},
+          {"latent_dim": 256}),
+    Entry("contractive", "contractive", {"contractive_weight": 1e-2}),
+    Entry("denoising", "denoising"),
+    Entry("variational", "variational"),
+)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-")
+
+
+@torch.no_grad()
+def _codes(model, x, batch_size=2000):
+    device = next(model.parameters()).device
+    return torch.cat([model.codes(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def measure(model, train, test, jacobian_images: int = 1000, iw_samples: int = 1000,
+            noise_factor: float = 0.2) -> dict:
+    """The comparison's figures for one trained model (see the module docstring)."""
+    row = {}
+    x_hat = apply_model(model, test.x)
+    row["psnr"], row["ssim"] = round(psnr(test.x, x_hat), 3), round(ssim(test.x, x_hat), 4)
+    noisy = add_evaluation_noise(test.x, noise_factor, evaluation_noise(test.x.shape))
+    row[f"psnr_denoise_{noise_factor:g}"] = round(psnr(test.x, apply_model(model, noisy)), 3)
+    codes_test = _codes(model, test.x)
+    row["code_size"] = int(codes_test.shape[1])
+    if len(train.y) and len(test.y):
+        row["knn5"] = round(knn_accuracy(_codes(model, train.x), train.y, codes_test, test.y), 4)
+    row["near_zero"] = round(near_zero_fraction(codes_test), 4)
+    row["jacobian"] = round(float(jacobian_norm(model, test.x[:jacobian_images]).mean()), 4)
+    if hasattr(model, "nll_bounds"):  # a kind with a likelihood (the variational one)
+        from .models.variational import binarize
+
+        x_eval = binarize(test.x) if model.binarizes else test.x
+        bounds = model.nll_bounds(x_eval, samples=iw_samples)
+        row["neg_elbo"] = round(float(bounds["neg_elbo"].mean()), 2)
+        row["iw_nll"] = round(float(bounds["iw"].mean()), 2)
+        row["likelihood"] = model.likelihood + (" (test images binarised once, seed 0)" if model.binarizes else "")
+    return row
+
+
+COLUMNS = [  # (key, header, digits)
+    ("code_size", "code", 0), ("psnr", "PSNR clean (dB)", 2), ("ssim", "SSIM clean", 3),
+    ("psnr_denoise_0.2", "PSNR denoise 0.2 (dB)", 2), ("knn5", "kNN-5 acc.", 4), ("near_zero", "near-zero codes", 3),
+    ("jacobian", "mean ||J||_F", 2), ("neg_elbo", "-ELBO (nats)", 1), ("iw_nll", "IW bound (nats)", 1),
+    ("train_seconds", "train (s)", 0),
+]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| kind | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(COLUMNS)
+    lines = [head, sep]
+    for r in rows:
+        cells = [f"{r[k]:.{d}f}" if isinstance(r.get(k), (int, float)) else "–" for k, _, d in COLUMNS]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(data: str | None = None, out: str = "runs/compare", net: str = "dense", latent_dim: int = 32,
+            epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None,
+            kinds: list[str] | None = None, iw_samples: int = 1000, jacobian_images: int = 1000,
+            net_options: dict | None = None, device: str = "auto", threads: int | None = None,
+            progress: bool = True, command: str | None = None) -> dict:
+    """Train every kind (or the entries of ``kinds``, by kind or row name) with the same
+    settings, measure each, and write ``compare.md``, ``compare.json`` and
+    ``reconstructions.png`` into ``out``; return the JSON's content."""
+    entries = [e for e in ENTRIES if kinds is None or e.kind in kinds or e.name in kinds]
+    if not entries:
+        names = sorted({e.kind for e in ENTRIES} | {e.name for e in ENTRIES})
+        raise ConfigError(f"expected kinds among {', '.join(names)}, found {', '.join(kinds or [])}")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads,
+                         progress=progress).check()
+    out = Path(out)
+    train, test = load_dataset(data, "train", limit=limit), load_dataset(data, "test", limit=limit)
+    shared = {"latent_dim": latent_dim, **(net_options or {})}
+    rows, recon = [], [("original", test.x[:10])]
+    for entry in entries:
+        torch.manual_seed(seed)
+        model = build_model(entry.kind, train.input_shape, net=net, net_options={**shared, **entry.net_options},
+                            **entry.options)
+        run_config = TrainConfig(**{**asdict(config), "noise": entry.noise})
+        run_dir = out / _slug(entry.name)
+        record = {**asdict(run_config), "data": data, "limit": limit}
+        record.pop("progress", None)
+        runs.save_model(model, run_dir, train_config=record, extra={"class_names": train.class_names})
+        t0 = time.perf_counter()
+        history = fit(model, train.x, test.x, run_config, run_dir=run_dir)
+        seconds = time.perf_counter() - t0
+        runs.save_model(model, run_dir, train_config=record, extra={"class_names": train.class_names})
+        model.eval()
+        row = {"name": entry.name, "kind": entry.kind, "options": model.options(), "net_options": model.net_options,
+               "noise": run_config.noise or model.default_noise, **measure(model, train, test, jacobian_images,
+                                                                            iw_samples),
+               "train_seconds": round(seconds, 1), "final_train_terms": {k: v[-1] for k, v in history["train"].items()}}
+        runs.update_metrics(run_dir, compare=row)
+        rows.append(row)
+        recon.append((entry.name, apply_model(model, test.x[:10])))
+    noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))
+    result = {
+        "settings": {"net": net, "net_options": shared, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                     "seed": seed, "limit": limit, "data": data, "train_images": len(train), "test_images": len(test),
+                     "iw_samples": iw_samples, "jacobian_images": min(jacobian_images, len(test))},
+        "noisy_psnr_0.2": round(psnr(test.x, noisy), 3),
+        "command": command,
+        "rows": rows,
+    }
+    runs.write_json(out / "compare.json", result)
+    runs.atomic_write_text(out / "compare.md", _markdown(result))
+    plots.rows(recon, out / "reconstructions.png", suptitle="Reconstructions of the first 10 test images")
+    return result
+
+
+def _markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        "# aelab compare", "",
+        f"Every kind on the `{s['net']}` network ({json.dumps(s['net_options'])}), {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, Adam lr {s['lr']:g}, seed {s['seed']}; {s['train_images']} training and "
+        f"{s['test_images']} test images.", "",
+        markdown_table(result["rows"]), "",
+        f"- PSNR/SSIM per test image then averaged; denoising with the fixed evaluation noise at 0.2 "
+        f"(the noisy input scores {result['noisy_psnr_0.2']:.2f} dB).",
+        "- kNN-5: fitted on the training codes, accuracy on the test codes (for the variational kind, the "
+        "posterior mean).",
+        "- near-zero codes: fraction of test code activations with |a| <= 1% of the largest.",
+        f"- mean ||J||_F: exact Frobenius norm of the encoder's Jacobian, first {s['jacobian_images']} test images.",
+    ]
+    for r in result["rows"]:
+        if "likelihood" in r:
+            lines.append(f"- {r['name']}: -ELBO and importance-weighted bound (K = {s['iw_samples']}) in nats per "
+                         f"image; likelihood: {r['likelihood']}.")
+    lines.append("- Hyper-parameters per row: " + "; ".join(
+        f"{r['name']} {json.dumps(r['options'])} noise {r['noise']}" for r in result["rows"]) + ".")
+    if result.get("command"):
+        lines += ["", f"Command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"

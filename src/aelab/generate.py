@@ -1,0 +1,86 @@
+"""Looking inside a generative model (the variational kind): samples from the prior, the
+2-D latent manifold, latent traversals and interpolation between two images.
+
+Figures go to ``<run>/figures/vae_*.png``, where ``aelab report`` finds them:
+
+- ``vae_samples.png``: ``n`` images decoded from z ~ N(0, I) (the decoder's means);
+- ``vae_manifold.png`` (2-D latent only): decoded z on a ``steps`` x ``steps`` grid of
+  N(0, 1) quantiles, as in Kingma & Welling 2014, figure 4;
+- ``vae_traversals.png``: one row per latent unit (the most used ones first, by their mean
+  KL on test images), that unit swept from -3 to 3 with the others at a test image's mean;
+- ``vae_interpolation.png``: decoded (1 - t) mu(a) + t mu(b) between two test images of
+  different classes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import plots, runs
+from .data import load_dataset
+from .errors import ConfigError, DataNotFoundError
+
+
+def _test_images(run_config: dict, data, count: int):
+    source = data if data is not None else run_config.get("train", {}).get("data")
+    try:
+        return load_dataset(source, "test", limit=count)
+    except DataNotFoundError:
+        return None
+
+
+@torch.no_grad()
+def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int = 64, seed: int = 0,
+           data: str | None = None, steps: int = 10, traversals: int = 8) -> list[Path]:
+    """Write the figures of a variational run (see the module docstring); return their paths.
+
+    ``data``: where to take the test images for traversals and interpolation (default: the
+    run's training data); without test images those two figures start from z = 0 / are skipped.
+    """
+    run = Path(run)
+    model = runs.load_model(run)
+    if not hasattr(model, "sample"):
+        raise ConfigError(f"expected a run of a generative kind (variational), found kind {model.kind!r} in {run}; "
+                          "train one with `aelab train --kind variational`")
+    if n < 1 or steps < 2:
+        raise ConfigError(f"expected n >= 1 and steps >= 2, found n={n}, steps={steps}")
+    out = Path(out) if out is not None else run / "figures"
+    gen = torch.Generator().manual_seed(seed)
+    written = [plots.image_grid(model.sample(n, generator=gen), out / "vae_samples.png", ncols=min(n, 10),
+                                suptitle=f"{n} samples from the prior N(0, I)", cell=0.9)]
+    latent = model.latent_dim
+    if latent == 2:
+        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
+        zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)  # row-major grid
+        written.append(plots.image_grid(model.decode(zz), out / "vae_manifold.png", ncols=steps, cell=0.6,
+                                        suptitle="The 2-D latent manifold (N(0, 1) quantiles 0.05..0.95)"))
+    test = _test_images(runs.read_config(run), data, 1000)
+    base = torch.zeros(1, latent)
+    order = torch.arange(latent)
+    if test is not None:
+        mu, logvar = model.posterior(test.x)
+        kl_per_unit = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).mean(0)  # (latent,)
+        order = torch.argsort(kl_per_unit, descending=True)
+        base = mu[:1]
+    sweep = torch.linspace(-3, 3, steps)
+    named = []
+    for j in order[:traversals].tolist():
+        z = base.repeat(steps, 1)
+        z[:, j] = sweep
+        named.append((f"z{j}", model.decode(z)))
+    written.append(plots.rows(named, out / "vae_traversals.png",
+                              suptitle=f"Latent traversals, z_j from -3 to 3 (others at "
+                                       f"{'the first test image' if test is not None else 'zero'})"))
+    if test is not None:
+        a = 0
+        b = int(torch.nonzero(test.y != test.y[0])[0]) if bool((test.y != test.y[0]).any()) else min(1, len(test) - 1)
+        t = torch.linspace(0, 1, steps)[:, None]
+        z = (1 - t) * mu[a] + t * mu[b]  # (steps, latent)
+        images = torch.cat([test.x[a:a + 1], model.decode(z), test.x[b:b + 1]])
+        titles = [f"test {a}"] + [f"t={v:.2f}" for v in t.flatten().tolist()] + [f"test {b}"]
+        written.append(plots.rows([("", images)], out / "vae_interpolation.png", titles=titles,
+                                  suptitle="Interpolation between the posterior means of two test images"))
+    return written

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from aelab import runs
+from aelab.cli import main
+from aelab.compare import ENTRIES, compare
+from aelab.errors import ConfigError
+from aelab.generate import sample
+
+
+def test_compare_writes_table_figure_and_runs(fake_fashion, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare(data=str(fake_fashion), out=str(out), latent_dim=8, epochs=1, batch_size=32, iw_samples=4,
+                     jacobian_images=4, progress=False, net_options={"hidden": [32]})
+    names = [r["name"] for r in result["rows"]]
+    assert names == [e.name for e in ENTRIES]
+    assert {e.kind for e in ENTRIES} == {"undercomplete", "sparse", "contractive", "denoising", "variational"}
+    for row in result["rows"]:
+        for key in ("psnr", "ssim", "psnr_denoise_0.2", "knn5", "near_zero", "jacobian", "train_seconds"):
+            assert isinstance(row[key], float), (row["name"], key)
+        model = runs.load_model(out / row["name"])  # every row is a run directory
+        assert model.kind == row["kind"] and model.options() == row["options"]
+        assert "compare" in json.loads((out / row["name"] / "metrics.json").read_text())
+    by = {r["name"]: r for r in result["rows"]}
+    assert by["undercomplete"]["code_size"] == 8 and by["sparse-l1"]["code_size"] == 256
+    assert by["denoising"]["noise"] == "gaussian:0.2" and by["undercomplete"]["noise"] == "none"
+    vae = by["variational"]
+    assert vae["iw_nll"] <= vae["neg_elbo"] and "Bernoulli" in vae["likelihood"] and "binarised" in vae["likelihood"]
+    assert "iw_nll" not in by["undercomplete"]
+    assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(result))
+    md = (out / "compare.md").read_text()
+    assert all(f"| {n} |" in md for n in names) and "IW bound (nats)" in md and "–" in md
+    assert (out / "reconstructions.png").stat().st_size > 1000
+
+
+def test_compare_subset_and_errors(fake_fashion, tmp_path):
+    result = compare(data=str(fake_fashion), out=str(tmp_path / "c"), kinds=["sparse-kl", "undercomplete"],
+                     latent_dim=8, epochs=1, batch_size=32, jacobian_images=4, progress=False)
+    assert [r["name"] for r in result["rows"]] == ["undercomplete", "sparse-kl"]
+    with pytest.raises(ConfigError, match="expected kinds among .*variational.*found nope"):
+        compare(data=str(fake_fashion), out=str(tmp_path / "d"), kinds=["nope"])
+
+
+def test_cli_compare_train_aliases_and_sample(fake_fashion, tmp_path, capsys):
+    assert main(["compare", "--data", str(fake_fashion), "--out", str(tmp_path / "c"), "--kinds", "contractive",
+                 "--latent-dim", "4", "--epochs", "1", "--jacobian-images", "4", "--no-progress"]) == 0
+    assert "| contractive |" in capsys.readouterr().out
+    vae = tmp_path / "vae"
+    assert main(["train", "--kind", "variational", "--net", "dense", "--data", str(fake_fashion), "--epochs", "1",
+                 "--batch-size", "16", "--out", str(vae), "--no-progress", "--net-option", "latent_dim=2",
+                 "--loss", "mse", "--beta", "0.5"]) == 0
+    options = json.loads((vae / "config.json").read_text())["model"]["options"]
+    assert options["reconstruction"] == "mse" and options["beta"] == 0.5
+    assert main(["sample", "--run", str(vae), "--n", "12", "--steps", "5"]) == 0
+    for name in ("vae_samples", "vae_manifold", "vae_traversals", "vae_interpolation"):
+        assert (vae / "figures" / f"{name}.png").stat().st_size > 1000, name
+    capsys.readouterr()
+    assert main(["sample", "--run", str(tmp_path / "c" / "contractive")]) == 2
+    err = capsys.readouterr().err
+    assert "expected a run of a generative kind (variational), found kind 'contractive'" in err and err.count("\n") == 1
+
+
+def test_sample_without_data_and_no_manifold_above_2d(fake_fashion, tmp_path):
+    torch.manual_seed(0)
+    from aelab.models import build_model
+    model = build_model("variational", (1, 28, 28), net="dense", net_options={"latent_dim": 3})
+    runs.save_model(model, tmp_path / "r", train_config={"data": str(tmp_path / "nowhere")})
+    files = sample(tmp_path / "r", n=4, steps=3)
+    assert sorted(p.name for p in files) == ["vae_samples.png", "vae_traversals.png"]  # no test images found
+    files = sample(tmp_path / "r", n=4, steps=3, data=str(fake_fashion))
+    assert sorted(p.name for p in files) == ["vae_interpolation.png", "vae_samples.png", "vae_traversals.png"]
+
+
+@pytest.mark.slow
+def test_compare_on_real_data_shows_what_each_kind_buys(real_data, tmp_path):
+    """Three epochs on the real Fashion-MNIST (about 2 CPU minutes): the penalties do their job."""
+    torch.set_num_threads(1)
+    result = compare(data=str(real_data), out=str(tmp_path), kinds=["undercomplete", "sparse-l1", "contractive"],
+                     epochs=3, jacobian_images=300, progress=False, device="cpu")
+    by = {r["name"]: r for r in result["rows"]}
+    assert by["undercomplete"]["knn5"] > 0.84 and by["undercomplete"]["psnr"] > 19.0
+    assert by["sparse-l1"]["near_zero"] > 0.8 and by["undercomplete"]["near_zero"] < 0.2
+    assert by["contractive"]["jacobian"] < 0.5 * by["undercomplete"]["jacobian"]

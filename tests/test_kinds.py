@@ -1,0 +1,305 @@
+"""The five kinds: registry-parametrised contract tests, and every penalty against an
+independent computation (NumPy formulas, torch.autograd.functional.jacobian,
+torch.distributions)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import distributions as D
+
+from aelab import runs
+from aelab.errors import ConfigError
+from aelab.losses import RECONSTRUCTION_LOSSES
+from aelab.models import MODELS, build_model
+from aelab.models import contractive as cae
+from aelab.models import sparse as sae
+from aelab.models import variational as vae
+
+KINDS = sorted(MODELS)
+NETS = ["dense", "conv"]
+SHAPES = [(1, 12, 12), (3, 13, 10)]  # grey square, and colour with odd sizes
+
+# the allowed values of string options, to pick a different one
+CHOICES = {"reconstruction": RECONSTRUCTION_LOSSES, "penalty": tuple(sae.PENALTIES),
+           "jacobian": ("auto", "autograd", "projection")}
+# options that only act in some setting: the other options that make them act
+CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
+           ("variational", "likelihood_scale"): {"reconstruction": "mse"},
+           ("contractive", "projections"): {"jacobian": "projection"}}
+
+
+def _loss(kind, net, shape, seed=1, **options):
+    torch.manual_seed(0)
+    model = build_model(kind, shape, net=net, **options)
+    x = torch.rand((6,) + shape, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(seed)  # the kinds that draw (VAE, projection) draw from here
+    return model, model.loss(x, x)
+
+
+def _other(name, value):
+    if name in CHOICES:
+        return next(c for c in CHOICES[name] if c != value)
+    if value is None or isinstance(value, bool):
+        return False if value is None else not value
+    if isinstance(value, int):
+        return value + 2
+    return value * 3 + 0.1
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("net", NETS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_contract_every_kind_and_net(kind, net, shape, tmp_path):
+    model, terms = _loss(kind, net, shape)
+    x = torch.rand((4,) + shape)
+    assert model(x).shape == x.shape
+    assert model.codes(x).shape[0] == 4 and model.codes(x).ndim == 2
+    assert "loss" in terms and len(terms) >= 2, "every term by name plus their sum"
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in terms.values()), terms
+    terms["loss"].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    # same seed, same loss
+    _, again = _loss(kind, net, shape)
+    assert all(torch.equal(terms[k].detach(), again[k]) for k in terms)
+    # save / load: bit-identical outputs and loss
+    runs.save_model(model, tmp_path)
+    loaded = runs.load_model(tmp_path)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    torch.manual_seed(5)
+    a = model.loss(x, x)["loss"]
+    torch.manual_seed(5)
+    assert torch.equal(a, loaded.loss(x, x)["loss"])
+    assert loaded.config() == model.config()
+
+
+@pytest.mark.parametrize("net", NETS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_hyper_parameter_changes_the_loss(kind, net):
+    shape = (1, 12, 12)
+    names = MODELS[kind].option_names()
+    assert names, "each kind has hyper-parameters"
+    for name in names:
+        context = CONTEXT.get((kind, name), {})
+        model, base = _loss(kind, net, shape, **context)
+        value = getattr(model, name)
+        _, changed = _loss(kind, net, shape, **{**context, name: _other(name, value)})
+        assert not torch.equal(base["loss"], changed["loss"]), f"{kind}.{name} = {value!r} does not act on the loss"
+
+
+# -- undercomplete -------------------------------------------------------------------------
+
+def test_undercomplete_refuses_a_wide_code():
+    with pytest.raises(ConfigError, match="expected an undercomplete code.*found 200.*lower latent_dim"):
+        build_model("undercomplete", (1, 12, 12), net="dense", net_options={"latent_dim": 200})
+    assert build_model("undercomplete", (1, 12, 12), net="dense").code_shape == (32,)
+
+
+# -- sparse --------------------------------------------------------------------------------
+
+def test_sparse_penalties_match_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.001, 0.999, (16, 7)).astype(np.float64)
+    assert sae.l1_penalty(torch.from_numpy(a - 0.5)).item() == pytest.approx(np.abs(a - 0.5).sum(1).mean(), rel=1e-12)
+    rho = 0.05
+    rho_hat = a.mean(0)
+    kl = np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat)))
+    assert sae.kl_penalty(torch.from_numpy(a), rho).item() == pytest.approx(kl, rel=1e-12)
+    # KL(rho || rho) = 0 and the penalty grows away from rho
+    assert sae.kl_penalty(torch.full((4, 3), rho, dtype=torch.float64), rho).item() == pytest.approx(0, abs=1e-12)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "kl"])
+def test_sparse_loss_is_reconstruction_plus_weighted_penalty(penalty):
+    torch.manual_seed(0)
+    model = build_model("sparse", (1, 12, 12), net="dense", penalty=penalty, sparsity_weight=0.3)
+    assert model.net_options["code_activation"] == sae.PENALTIES[penalty][1]
+    x = torch.rand(8, 1, 12, 12)
+    terms = model.loss(x, x)
+    a = model.encode(x).detach().double().numpy()
+    if penalty == "l1":
+        expected = np.abs(a).sum(1).mean()
+    else:
+        r = a.mean(0)
+        expected = np.sum(0.05 * np.log(0.05 / r) + 0.95 * np.log(0.95 / (1 - r)))
+    assert terms["sparsity"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(terms["reconstruction"].item() + 0.3 * expected, rel=1e-5)
+
+
+def test_sparse_kl_needs_a_sigmoid_code():
+    with pytest.raises(ConfigError, match="kl penalty needs code activations in \\(0, 1\\).*relu"):
+        build_model("sparse", (1, 12, 12), net="dense", penalty="kl", net_options={"code_activation": "relu"})
+    with pytest.raises(ConfigError, match="penalty one of l1, kl"):
+        build_model("sparse", (1, 12, 12), penalty="l2")
+
+
+# -- contractive -------------------------------------------------------------------------
+
+def _reference_sq(encode, x):
+    """||J||_F^2 per image with torch.autograd.functional.jacobian, one image at a time."""
+    out = []
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: encode(v[None]).flatten(), xi)
+        out.append(jac.pow(2).sum())
+    return torch.stack(out)
+
+
+def test_contractive_closed_form_matches_autograd_jacobian():
+    torch.manual_seed(0)
+    model = build_model("contractive", (1, 8, 8), net="dense",
+                        net_options={"hidden": [], "code_activation": "sigmoid", "latent_dim": 5})
+    assert model.jacobian_method == "closed_form"
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
+    model.double()
+    h = model.encode(x)
+    closed = cae.closed_form_sq(h, cae.one_layer_sigmoid(model.encoder).weight)
+    torch.testing.assert_close(closed, _reference_sq(model.encode, x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_contractive_exact_autograd_matches_jacobian(net):
+    torch.manual_seed(0)
+    model = build_model("contractive", (1, 12, 12), net=net, net_options={"latent_dim": 6}, jacobian="autograd").double()
+    x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    ref = _reference_sq(model.encode, x)
+    torch.testing.assert_close(cae.jacobian_frobenius_sq(model.encode, x, batch_size=2), ref, rtol=1e-10, atol=1e-12)
+    terms = model.loss(x, x)
+    assert terms["contractive"].item() == pytest.approx(ref.mean().item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_contractive_projection_is_unbiased(net):
+    torch.manual_seed(0)
+    model = build_model("contractive", (1, 12, 12), net=net, jacobian="projection", projections=4000).double()
+    assert model.jacobian_method == "projection"
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    ref = _reference_sq(model.encode, x)
+    torch.manual_seed(1)
+    est = model.loss(x, x)["contractive"].item()  # the mean over 4000 draws of v per image
+    assert est == pytest.approx(ref.mean().item(), rel=0.05)
+    assert est != pytest.approx(ref.mean().item(), rel=1e-6), "an estimate, not the exact value"
+
+
+def test_contractive_penalty_in_validation_and_trains_down():
+    """The penalty is computed under no_grad (the trainer's validation) and lambda shrinks ||J||."""
+    from aelab.metrics import jacobian_norm
+    from aelab.train import TrainConfig, fit
+
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    norms = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_model("contractive", (1, 8, 8), net="dense", net_options={"latent_dim": 8},
+                            contractive_weight=weight)
+        with torch.no_grad():
+            terms = model.loss(x, x)
+        assert torch.isfinite(terms["contractive"]) and not terms["loss"].requires_grad
+        fit(model, x, None, TrainConfig(epochs=15, batch_size=16, progress=False))
+        norms[weight] = jacobian_norm(model, x).mean().item()
+    assert norms[1.0] < 0.5 * norms[0.0], norms
+
+
+def test_contractive_closed_form_needs_its_encoder():
+    with pytest.raises(ConfigError, match="closed_form needs a one-layer sigmoid encoder"):
+        build_model("contractive", (1, 8, 8), net="dense", jacobian="closed_form")
+
+
+# -- variational ------------------------------------------------------------------------
+
+def test_vae_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    q = D.Normal(mu, torch.exp(0.5 * logvar))
+    p = D.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(vae.kl_standard_normal(mu, logvar), D.kl_divergence(q, p).sum(1))
+    z = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(vae.log_normal(z, mu, logvar), q.log_prob(z).sum(1))
+
+
+def test_vae_likelihoods_match_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    x_hat = torch.rand(5, 1, 6, 6, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    x = torch.rand(5, 1, 6, 6, generator=g, dtype=torch.float64)
+    xb = torch.bernoulli(x, generator=g)
+    torch.testing.assert_close(vae.bernoulli_log_likelihood(xb, x_hat), D.Bernoulli(probs=x_hat).log_prob(xb).sum((1, 2, 3)))
+    torch.testing.assert_close(vae.gaussian_log_likelihood(x, x_hat, 0.3), D.Normal(x_hat, 0.3).log_prob(x).sum((1, 2, 3)))
+    torch.testing.assert_close(vae.laplace_log_likelihood(x, x_hat, 0.2), D.Laplace(x_hat, 0.2).log_prob(x).sum((1, 2, 3)))
+
+
+def test_vae_loss_terms_are_the_negative_elbo():
+    torch.manual_seed(0)
+    model = build_model("variational", (1, 8, 8), net="dense", beta=4.0, binarize=False)
+    x = torch.rand(5, 1, 8, 8)
+    torch.manual_seed(7)
+    terms = model.loss(x, x)
+    torch.manual_seed(7)
+    mu, logvar = model.posterior(x)
+    eps = torch.randn_like(mu)
+    x_hat = model.decode(mu + torch.exp(0.5 * logvar) * eps)
+    rec = -D.Bernoulli(probs=x_hat.clamp(1e-6, 1 - 1e-6), validate_args=False).log_prob(x).sum((1, 2, 3)).mean()
+    kl = D.kl_divergence(D.Normal(mu, torch.exp(0.5 * logvar)), D.Normal(0.0, 1.0)).sum(1).mean()
+    assert terms["reconstruction"].item() == pytest.approx(rec.item(), rel=1e-5)
+    assert terms["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+    assert terms["neg_elbo"].item() == pytest.approx(rec.item() + kl.item(), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(rec.item() + 4.0 * kl.item(), rel=1e-5)
+    assert torch.equal(model.encode(x), mu) and torch.equal(model.codes(x), mu.detach())
+
+
+def _trained_vae():
+    from aelab.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    x = (torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    model = build_model("variational", (1, 8, 8), net="dense", net_options={"latent_dim": 3, "hidden": [32]})
+    fit(model, x, None, TrainConfig(epochs=3, batch_size=32, progress=False))
+    return model.eval(), x
+
+
+def test_vae_importance_weighted_bound():
+    model, x = _trained_vae()
+    xb = x[:16]
+    for k in (1, 5, 200):
+        b = model.nll_bounds(xb, samples=k, seed=k, budget=5000)  # a small budget exercises the chunking
+        assert b["iw"].shape == (16,)
+        assert (b["iw"] <= b["neg_elbo"] + 1e-4).all(), "Jensen: the IW bound is never above the -ELBO"
+        if k == 1:
+            torch.testing.assert_close(b["iw"], b["neg_elbo"])
+    # K = 1 equals the -ELBO in expectation: the mean over many draws vs the analytic-KL -ELBO
+    iw1 = torch.stack([model.nll_bounds(xb, samples=1, seed=s)["iw"] for s in range(400)]).mean(0)
+    with torch.no_grad():
+        mu, logvar = model.posterior(xb)
+        g = torch.Generator().manual_seed(99)
+        rec = torch.stack([-model.log_likelihood(xb, model.decode(mu + torch.exp(0.5 * logvar) *
+                                                                  torch.randn(mu.shape, generator=g)))
+                           for _ in range(400)]).mean(0)
+        neg_elbo = rec + vae.kl_standard_normal(mu, logvar)
+    assert iw1.mean().item() == pytest.approx(neg_elbo.mean().item(), rel=0.01)
+    # more samples, a tighter bound than the -ELBO's expectation (on average over images)
+    assert model.nll_bounds(xb, samples=200)["iw"].mean() < iw1.mean() - 0.05
+
+
+def test_vae_sample_binarize_and_errors():
+    model, x = _trained_vae()
+    s = model.sample(10, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (10, 1, 8, 8) and 0 <= s.min() and s.max() <= 1
+    b = vae.binarize(torch.full((2, 1, 8, 8), 0.3))
+    assert set(b.unique().tolist()) <= {0.0, 1.0} and torch.equal(b, vae.binarize(torch.full((2, 1, 8, 8), 0.3)))
+    assert "Bernoulli" in model.likelihood and "binarised" in model.likelihood
+    with pytest.raises(ConfigError, match="code_activation=none"):
+        build_model("variational", (1, 8, 8), net="dense", net_options={"code_activation": "relu"})
+    with pytest.raises(ConfigError, match="needs a vector code"):
+        build_model("variational", (1, 8, 8), net="conv", net_options={"latent_dim": None})
+
+
+def test_vae_binarises_only_for_bernoulli():
+    torch.manual_seed(0)
+    x = torch.full((4, 1, 8, 8), 0.5)
+    for reconstruction, binarizes in (("bce", True), ("mse", False), ("l1", False)):
+        model = build_model("variational", (1, 8, 8), net="dense", reconstruction=reconstruction)
+        assert model.binarizes is binarizes
+    assert build_model("variational", (1, 8, 8), net="dense", binarize=False).binarizes is False
+    assert math.isfinite(build_model("variational", (1, 8, 8), net="dense").loss(x, x)["loss"].item())
