@@ -415,8 +415,12 @@ def test_resume_with_a_checkpoint_of_another_model(fake_fashion, tmp_path, capsy
     (["train", "--limit", "0"], ["expected a limit of at least 1 image, found 0", "--limit 1000"]),
     (["train", "--limit", "-5"], ["found -5"]),
     (["train", "--lr", "-1"], ["expected a learning rate > 0, found -1.0"]),
-    (["train", "--net-option", "latent_dim=-3"], ["network 'conv' cannot be built", "latent_dim=-3",
-                                                  "check the --net-option values"]),
+    (["train", "--net-option", "latent_dim=0"], ["network 'conv': expected latent_dim of positive integers",
+                                                 "found 0", "--net-option latent_dim=32"]),
+    (["train", "--net", "dense", "--net-option", "hidden=[64,-1]"], ["expected hidden of positive integers",
+                                                                    "found [64, -1]"]),
+    (["train", "--net-option", "channels=[]"], ["network 'conv' cannot be built", "channels=[]",
+                                                "check the --net-option values"]),
     (["train", "--net-option", "latnet_dim=8"], ["has no option 'latnet_dim'", "did you mean 'latent_dim'?"]),
     (["train", "--option", "reconstruction=l3"], ["unknown reconstruction loss 'l3'", "expected one of"]),
     (["train", "--device", "tpu9"], ["expected a device like auto, cpu or cuda", "'tpu9'"]),
@@ -540,6 +544,12 @@ def test_unwritable_output_is_one_line_and_keeps_the_old_file(tmp_path, monkeypa
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "keep.json"]  # no temporary file left behind
+
+
+def test_output_folder_inside_a_file(fake_fashion, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    cli_error(capsys, ["train", "--data", str(fake_fashion), "--epochs", "1", "--out", str(tmp_path / "file" / "run"),
+                       "--no-progress"], "expected a writable folder", "choose another --out")
 
 
 def test_every_error_class_is_a_value_error():

@@ -230,6 +230,18 @@ def test_vae_likelihoods_match_torch_distributions():
     torch.testing.assert_close(vae.laplace_log_likelihood(x, x_hat, 0.2), D.Laplace(x_hat, 0.2).log_prob(x).sum((1, 2, 3)))
 
 
+def test_vae_bernoulli_from_logits_is_exact_where_sigmoid_saturates():
+    logits = torch.tensor([[-40.0, -5.0, 0.0, 5.0, 40.0]])
+    x = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    ref = D.Bernoulli(logits=logits.double()).log_prob(x.double()).sum(1)
+    torch.testing.assert_close(vae.bernoulli_log_likelihood_logits(x, logits).double(), ref)
+    assert ref.item() < -80  # the probability path clamps each wrong pixel to log(1e-6) = -13.8
+    for net in NETS:  # both networks' decoders end in a Sigmoid the VAE splits off
+        model = build_model("variational", (1, 12, 12), net=net)
+        z = torch.randn(3, 32)
+        assert model.decoder_logits and torch.equal(model.decode(z), torch.sigmoid(model.decoder(z)))
+
+
 def test_vae_loss_terms_are_the_negative_elbo():
     torch.manual_seed(0)
     model = build_model("variational", (1, 8, 8), net="dense", beta=4.0, binarize=False)
@@ -239,8 +251,9 @@ def test_vae_loss_terms_are_the_negative_elbo():
     torch.manual_seed(7)
     mu, logvar = model.posterior(x)
     eps = torch.randn_like(mu)
-    x_hat = model.decode(mu + torch.exp(0.5 * logvar) * eps)
-    rec = -D.Bernoulli(probs=x_hat.clamp(1e-6, 1 - 1e-6), validate_args=False).log_prob(x).sum((1, 2, 3)).mean()
+    assert model.decoder_logits
+    logits = model.decoder(mu + torch.exp(0.5 * logvar) * eps)
+    rec = -D.Bernoulli(logits=logits, validate_args=False).log_prob(x).sum((1, 2, 3)).mean()
     kl = D.kl_divergence(D.Normal(mu, torch.exp(0.5 * logvar)), D.Normal(0.0, 1.0)).sum(1).mean()
     assert terms["reconstruction"].item() == pytest.approx(rec.item(), rel=1e-5)
     assert terms["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
@@ -303,3 +316,49 @@ def test_vae_binarises_only_for_bernoulli():
         assert model.binarizes is binarizes
     assert build_model("variational", (1, 8, 8), net="dense", binarize=False).binarizes is False
     assert math.isfinite(build_model("variational", (1, 8, 8), net="dense").loss(x, x)["loss"].item())
+
+
+@pytest.mark.parametrize("kind", ["variational", "contractive"])
+def test_resume_is_exact_for_kinds_that_draw_in_their_loss(kind, tmp_path):
+    """The checkpoint holds torch's global RNG, from which the reparameterisation and the
+    random projections draw, so an interrupted run resumes bit-identically."""
+    from aelab.train import TrainConfig, fit
+
+    x = torch.rand(96, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=3, batch_size=16, progress=False, seed=5)
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return build_model(kind, (1, 12, 12), net="dense")
+
+    full = model()
+    fit(full, x, None, cfg, run_dir=tmp_path / "full")
+    part = model()
+    fit(part, x, None, cfg, run_dir=tmp_path / "part", stop_after_steps=9)
+    torch.manual_seed(1234)  # whatever happened to the global RNG since
+    resumed = model(99)
+    fit(resumed, x, None, cfg, run_dir=tmp_path / "part", resume=True)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_kind_trains_with_noise_against_the_clean_image(kind):
+    from aelab.losses import reconstruction_loss
+    from aelab.noise import parse_noise
+    from aelab.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = build_model(kind, (1, 12, 12), net="dense")
+    x = torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    for spec in ("gaussian:0.2", "saltpepper:0.1", "masking:0.25"):
+        x_noisy = parse_noise(spec)(x, torch.Generator().manual_seed(1))
+        torch.manual_seed(2)
+        terms = model.loss(x_noisy, x)
+        if not hasattr(model, "posterior"):  # deterministic kinds: the term is exactly the clean-target loss
+            expected = reconstruction_loss(model(x_noisy), x, model.reconstruction)
+            assert terms["reconstruction"].item() == pytest.approx(expected.item(), rel=1e-6)
+        torch.manual_seed(2)
+        assert terms["loss"].item() != model.loss(x, x)["loss"].item()
+    hist = fit(model, x, x, TrainConfig(epochs=1, batch_size=4, noise="masking:0.25", progress=False))
+    assert set(hist["train"]) == set(terms) and all(len(v) == 1 for v in hist["val"].values())

@@ -25,7 +25,7 @@ def test_reproduce_fast_preset_and_overrides(fake_fashion, tmp_path):
     assert main(["reproduce", "--fast", "--epochs", "1", "--data", str(fake_fashion), "--out", str(out),
                  "--no-progress"]) == 0
     cfg = json.loads((out / "config.json").read_text())["train"]
-    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["schedule"]) == (1, 128, 4e-3, "onecycle")
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["schedule"]) == (1, 64, 1e-2, "onecycle")
 
 
 @pytest.mark.slow

@@ -25,9 +25,9 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
     p.add_argument("--epochs", type=int, default=None if fast else 10,
                    help="passes over the training set (default 10" + ("; 3 with --fast)" if fast else ")"))
     p.add_argument("--batch-size", type=int, default=None if fast else 32,
-                   help="images per step (default 32, as the tutorial" + ("; 128 with --fast)" if fast else ")"))
+                   help="images per step (default 32, as the tutorial" + ("; 64 with --fast)" if fast else ")"))
     p.add_argument("--lr", type=float, default=None if fast else 1e-3,
-                   help="Adam learning rate (default 1e-3" + ("; one-cycle peak 4e-3 with --fast)" if fast else ")"))
+                   help="Adam learning rate (default 1e-3" + ("; one-cycle peak 1e-2 with --fast)" if fast else ")"))
     p.add_argument("--seed", type=int, default=0, help="drives initial weights, batch order and noise")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_train(p, "runs/reproduce", fast=True)
     p.add_argument("--noise-factor", type=float, default=0.2, help="Gaussian noise factor (default 0.2)")
     p.add_argument("--fast", action="store_true",
-                   help="time to quality: batch 128, one-cycle lr 4e-3, 3 epochs (the tutorial's quality in less CPU)")
+                   help="time to quality: batch 64, one-cycle lr 1e-2, 3 epochs (the tutorial's quality in less CPU)")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train one kind of autoencoder",
                        description="Train an autoencoder and write a run directory.\n\nexample:\n"
@@ -118,16 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train undercomplete, sparse (l1, kl), contractive, denoising and variational\n"
                        "autoencoders with the same network, code size and schedule; write compare.md, compare.json,\n"
                        "reconstructions.png and one run directory per kind.\n\nexample:\n"
-                       "  aelab compare --net dense --latent-dim 32 --epochs 10 --out runs/compare")
+                       "  aelab compare --net dense --latent-dim 32 --epochs 20 --out runs/compare")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--net", default="dense", help="the network shared by every kind (default dense)")
     p.add_argument("--latent-dim", type=int, default=32, help="code size shared by the kinds (default 32)")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
                    metavar="KEY=VALUE", help="a network option for every kind, e.g. hidden=[512,256] (repeatable)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs per kind (default 10)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per kind (default 20)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate, the peak of the one-cycle schedule (default 3e-3)")
+    p.add_argument("--schedule", default="onecycle", help="learning rate schedule: onecycle (default) or constant")
     p.add_argument("--seed", type=int, default=0, help="the same seed for every kind")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
     p.add_argument("--kinds", type=lambda t: [k for k in t.split(",") if k], default=None,
@@ -178,12 +179,13 @@ def _run(args, argv) -> int:
         print(m["summary"]["text"])
         print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
     elif args.command == "train":
-        train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
-              resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
-              size=args.size, net_options=dict(args.net_options),
-              **{**dict(args.options), **{k: v for k, v in (("reconstruction", args.reconstruction),
-                                                            ("beta", args.beta)) if v is not None}})
+        aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta)) if v is not None}
+        model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
+                      resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
+                      size=args.size, net_options=dict(args.net_options), **{**dict(args.options), **aliases})
+        if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
+            print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
         print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
     elif args.command == "denoise":
         out = use.denoise(args.run, args.inputs, out=args.out)
@@ -203,7 +205,8 @@ def _run(args, argv) -> int:
     elif args.command == "compare":
         from .compare import compare
         result = compare(data=args.data, out=args.out, net=args.net, latent_dim=args.latent_dim, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit, kinds=args.kinds,
+                         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, seed=args.seed,
+                         limit=args.limit, kinds=args.kinds,
                          iw_samples=args.iw_samples, jacobian_images=args.jacobian_images,
                          net_options=dict(args.net_options), device=args.device, threads=args.threads,
                          progress=args.progress, command=command_line)

@@ -49,15 +49,17 @@ class Entry:
 
 # The kinds' settings for the comparison. Every row shares the network, the code size
 # (``latent_dim``; the sparse rows use a wide code, which their penalty keeps sparse), the
-# epochs, batch size, learning rate and seed.
+# reconstruction loss (MSE, which PSNR measures; the variational row's is its Bernoulli
+# likelihood), the epochs, batch size, learning rate schedule and seed.
 ENTRIES = (
-    Entry("undercomplete", "undercomplete"),
-    Entry("sparse-l1", "sparse", {"penalty": "l1", "sparsity_weight": 1e-4}, {"latent_dim": 256}),
-    Entry("sparse-kl", "sparse", {"penalty": "kl", "sparsity_weight": 1e-3, "sparsity_target": 0.05},
+    Entry("undercomplete", "undercomplete", {"reconstruction": "mse"}),
+    Entry("sparse-l1", "sparse", {"reconstruction": "mse", "penalty": "l1", "sparsity_weight": 3e-5},
           {"latent_dim": 256}),
-    Entry("contractive", "contractive", {"contractive_weight": 1e-2}),
-    Entry("denoising", "denoising"),
-    Entry("variational", "variational"),
+    Entry("sparse-kl", "sparse", {"reconstruction": "mse", "penalty": "kl", "sparsity_weight": 1e-3,
+                                  "sparsity_target": 0.05}, {"latent_dim": 256}),
+    Entry("contractive", "contractive", {"reconstruction": "mse", "contractive_weight": 1e-4}),
+    Entry("denoising", "denoising", {"reconstruction": "mse"}),
+    Entry("variational", "variational", {"reconstruction": "bce"}),
 )
 
 
@@ -115,7 +117,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def compare(data: str | None = None, out: str = "runs/compare", net: str = "dense", latent_dim: int = 32,
-            epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, limit: int | None = None,
+            epochs: int = 20, batch_size: int = 128, lr: float = 3e-3, schedule: str = "onecycle", seed: int = 0,
+            limit: int | None = None,
             kinds: list[str] | None = None, iw_samples: int = 1000, jacobian_images: int = 1000,
             net_options: dict | None = None, device: str = "auto", threads: int | None = None,
             progress: bool = True, command: str | None = None) -> dict:
@@ -126,8 +129,8 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     if not entries:
         names = sorted({e.kind for e in ENTRIES} | {e.name for e in ENTRIES})
         raise ConfigError(f"expected kinds among {', '.join(names)}, found {', '.join(kinds or [])}")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads,
-                         progress=progress).check()
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
+                         threads=threads, progress=progress).check()
     out = Path(out)
     train, test = load_dataset(data, "train", limit=limit), load_dataset(data, "test", limit=limit)
     shared = {"latent_dim": latent_dim, **(net_options or {})}
@@ -156,6 +159,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))
     result = {
         "settings": {"net": net, "net_options": shared, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                     "schedule": schedule,
                      "seed": seed, "limit": limit, "data": data, "train_images": len(train), "test_images": len(test),
                      "iw_samples": iw_samples, "jacobian_images": min(jacobian_images, len(test))},
         "noisy_psnr_0.2": round(psnr(test.x, noisy), 3),
@@ -173,7 +177,7 @@ def _markdown(result: dict) -> str:
     lines = [
         "# aelab compare", "",
         f"Every kind on the `{s['net']}` network ({json.dumps(s['net_options'])}), {s['epochs']} epochs, batch "
-        f"{s['batch_size']}, Adam lr {s['lr']:g}, seed {s['seed']}; {s['train_images']} training and "
+        f"{s['batch_size']}, Adam lr {s['lr']:g} ({s['schedule']} schedule), seed {s['seed']}; {s['train_images']} training and "
         f"{s['test_images']} test images.", "",
         markdown_table(result["rows"]), "",
         f"- PSNR/SSIM per test image then averaged; denoising with the fixed evaluation noise at 0.2 "

@@ -279,7 +279,7 @@ def map_scores(x_high, points, labels, codes=None) -> dict:
     return scores
 
 
-def spread_indices(points, grid: int = 14, min_count: int = 3) -> np.ndarray:
+def spread_indices(points, grid: int = 12, min_count: int = 3) -> np.ndarray:
     """A spread of points for thumbnails: cut the map's bounding box into ``grid`` x ``grid``
     cells and, in every cell holding at least ``min_count`` points, take the point nearest
     the cell's centre. Returns their indices, cell by cell (row-major from the bottom left)."""

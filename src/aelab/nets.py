@@ -129,9 +129,15 @@ def build_net(name: str, input_shape, **options) -> NetPair:
         raise ConfigError(f"network {name!r} has no option {unknown[0]!r}; {hint}")
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ConfigError(f"expected input_shape (C, H, W), found {tuple(input_shape)}")
+    for key in ("latent_dim", "hidden", "channels", "widths"):  # layer sizes: torch accepts 0, nothing else does
+        value = options.get(key)
+        sizes = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            raise ConfigError(f"network {name!r}: expected {key} of positive integers, found {value!r}; "
+                              f"e.g. --net-option {key}={'32' if key == 'latent_dim' else '[64,32]'}")
     try:
         return builder(tuple(int(s) for s in input_shape), **options)
-    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as exc:
         if isinstance(exc, ConfigError):
             raise
         shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults"

@@ -155,7 +155,7 @@ def embedding_map(points, labels, class_names, path, title: str = "") -> Path:
     plt = _plt()
     points = np.asarray(points)
     fig, ax = plt.subplots(figsize=(9.5, 8))
-    size = float(np.clip(4000.0 / max(len(points), 1), 1.0, 30.0))
+    size = float(np.clip(25000.0 / max(len(points), 1), 2.0, 30.0))  # marker area: 2.5 pt^2 for 10,000 points
     _scatter_classes(ax, points, labels, class_names, size, 0.8, legend=True)
     if title:
         ax.set_title(title, fontsize=10)
@@ -180,14 +180,14 @@ def draw_thumbnails(ax, points, images, indices, colors=None, zoom: float = 1.0)
 
 
 def embedding_thumbnails(points, labels, images, indices, class_names, path, title: str = "",
-                         grid: int = 14) -> Path:
+                         grid: int = 12) -> Path:
     """The map with the images themselves at a spread of points (``indices``), framed in
     their class colour, over the faint coloured points: what lives where."""
     plt = _plt()
     points = np.asarray(points)
     fig, ax = plt.subplots(figsize=(11, 10))
-    size = float(np.clip(2000.0 / max(len(points), 1), 0.5, 15.0))
-    _scatter_classes(ax, points, labels, class_names, size, 0.25, legend=True)
+    size = float(np.clip(25000.0 / max(len(points), 1), 2.0, 30.0))
+    _scatter_classes(ax, points, labels, class_names, size, 0.35, legend=True)
     colors = _class_colors(len(class_names))
     labels = np.asarray(labels)
     fig.canvas.draw()  # fixes the data-to-pixel transform, to size the thumbnails

@@ -37,7 +37,7 @@ TUTORIAL = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant"}
 # --fast: the same model to the tutorial's 10-epoch quality in a fraction of the CPU time
 # (bigger batches are cheaper per image on a CPU; a one-cycle schedule lets the larger
 # learning rate converge). Measured in benchmarks/train_speed.py --fast; see the README.
-FAST = {"epochs": 3, "batch_size": 128, "lr": 4e-3, "schedule": "onecycle"}
+FAST = {"epochs": 3, "batch_size": 64, "lr": 1e-2, "schedule": "onecycle"}
 
 
 def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_factor: float = 0.2,
@@ -78,7 +78,7 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
     record = _train_record(config, data, limit)
     cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if not resume:
-        (out / runs.CHECKPOINT).unlink(missing_ok=True)  # a previous run's state: never resume this one from it
+        runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume this one from it
         runs.save_model(model, out, train_config=record,
                         extra={"class_names": train_set.class_names, "command": cmd})
     t_train = time.perf_counter()

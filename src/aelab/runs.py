@@ -66,6 +66,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def discard(path) -> None:
+    """Remove the file ``path`` if it is there (nothing there, or a parent that is not a folder,
+    is fine: the write that follows reports that)."""
+    try:
+        Path(path).unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise ConfigError(f"could not remove {path} ({exc.strerror or exc}); check the folder's permissions "
+                          "or choose another --out") from None
+
+
 def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -178,6 +178,7 @@ def _save_checkpoint(path: Path, model, optimizer, state: _State, perm_gen, nois
         "perm": state.perm if state.perm is not None else torch.empty(0, dtype=torch.long),
         "sums": state.sums, "history": state.history,
         "perm_gen": perm_gen.get_state(), "noise_gen": noise_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),  # the draws inside a kind's loss (VAE, contractive projection)
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -198,6 +199,8 @@ def _load_checkpoint(path: Path, model, optimizer, perm_gen, noise_gen) -> _Stat
         optimizer.load_state_dict(payload["optimizer"])
         perm_gen.set_state(payload["perm_gen"])
         noise_gen.set_state(payload["noise_gen"])
+        if "torch_rng" in payload:  # absent in checkpoints written before it was saved
+            torch.set_rng_state(payload["torch_rng"])
         perm = payload["perm"] if payload["perm"].numel() else None
         return _State(epoch=payload["epoch"], step=payload["step"], perm=perm, sums=payload["sums"],
                       history=payload["history"], seconds=payload["seconds"])
@@ -446,7 +449,7 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         torch.manual_seed(seed)
         model = build_model(kind, train_set.input_shape, net=net, net_options=net_options, **options)
         if distributed.is_main():
-            (out / runs.CHECKPOINT).unlink(missing_ok=True)  # a previous run's state: never resume from it
+            runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
             runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
         distributed.barrier()
     fit(model, train_set.x, val_set.x if val_set else None, config, run_dir=out, resume=resume)

@@ -12,7 +12,8 @@ mean x_hat = g(z). Loss, per image then averaged over the batch, in nats::
 The likelihood follows ``reconstruction`` (summed over pixels, so the terms are nats per
 image, unlike the per-pixel means of the other kinds):
 
-- ``"bce"`` (default): Bernoulli, log p(x|z) = sum x log x_hat + (1 - x) log(1 - x_hat);
+- ``"bce"`` (default): Bernoulli, log p(x|z) = sum x log x_hat + (1 - x) log(1 - x_hat),
+  computed from the decoder's logits (its final Sigmoid is split off), exact in float32;
 - ``"mse"``: Gaussian N(x_hat, s^2), s = ``likelihood_scale``;
 - ``"l1"``: Laplace(x_hat, b), b = ``likelihood_scale``.
 
@@ -30,6 +31,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ConfigError
 from ..nets import build_net
@@ -45,6 +48,12 @@ def bernoulli_log_likelihood(x, x_hat, scale=None):
     return (x * torch.log(p) + (1 - x) * torch.log1p(-p)).flatten(1).sum(1)
 
 
+def bernoulli_log_likelihood_logits(x, logits):
+    """The Bernoulli log-likelihood from logits l (x_hat = sigmoid(l)), exact where sigmoid saturates:
+    sum_pixels x log sigmoid(l) + (1 - x) log sigmoid(-l) = -BCE-with-logits, per image."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
 def gaussian_log_likelihood(x, x_hat, scale):
     """sum_pixels log N(x; x_hat, scale^2), per image."""
     return (-0.5 * ((x - x_hat) / scale) ** 2 - math.log(scale) - 0.5 * _LOG_2PI).flatten(1).sum(1)
@@ -57,6 +66,20 @@ def laplace_log_likelihood(x, x_hat, scale):
 
 LIKELIHOODS = {"bce": bernoulli_log_likelihood, "mse": gaussian_log_likelihood, "l1": laplace_log_likelihood}
 LIKELIHOOD_NAMES = {"bce": "Bernoulli", "mse": "Gaussian", "l1": "Laplace"}
+
+
+def split_final_sigmoid(decoder: nn.Module) -> bool:
+    """Replace the decoder's final Sigmoid (before any reshaping layer) by the identity, so
+    it outputs logits; True when there was one. No weights change."""
+    if not isinstance(decoder, nn.Sequential):
+        return False
+    for i in reversed(range(len(decoder))):
+        if isinstance(decoder[i], nn.Sigmoid):
+            decoder[i] = nn.Identity()
+            return True
+        if not isinstance(decoder[i], (nn.Unflatten, nn.Flatten, nn.Identity)):
+            return False
+    return False
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -101,6 +124,9 @@ class VariationalAutoencoder(Autoencoder):
             raise ConfigError(f"expected binarize true, false or null, found {binarize!r}")
         # the same network with twice the code: the encoder's output is (mu, logvar)
         self.encoder = build_net(net, self.input_shape, **{**opts, "latent_dim": 2 * latent}).encoder
+        # the decoder outputs logits when its final Sigmoid can be split off: exact Bernoulli nats
+        # and gradients where the sigmoid saturates in float32 (|logit| > ~17)
+        self.decoder_logits = split_final_sigmoid(self.decoder)
         self.latent_dim = latent
         self.beta = float(beta)
         self.likelihood_scale = float(likelihood_scale)
@@ -127,9 +153,20 @@ class VariationalAutoencoder(Autoencoder):
     def encode(self, x):
         return self.posterior(x)[0]
 
+    def decode(self, z):
+        """The mean of p(x|z), in [0, 1]."""
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.decoder_logits else out
+
     def log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per image, x_hat = g(z) (nats)."""
+        """log p(x|z) per image (nats), from the mean x_hat = decode(z)."""
         return LIKELIHOODS[self.reconstruction](x, x_hat, self.likelihood_scale)
+
+    def log_likelihood_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image (nats), from the logits when the decoder gives them."""
+        if self.decoder_logits and self.reconstruction == "bce":
+            return bernoulli_log_likelihood_logits(x, self.decoder(z))
+        return self.log_likelihood(x, self.decode(z))
 
     def loss(self, x_in, x_target):
         if self.binarizes:  # one uniform draw per pixel, shared by input and target
@@ -137,7 +174,7 @@ class VariationalAutoencoder(Autoencoder):
             x_in, x_target = (u < x_in).to(x_in.dtype), (u < x_target).to(x_target.dtype)
         mu, logvar = self.posterior(x_in)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
-        rec = -self.log_likelihood(x_target, self.decode(z)).mean()
+        rec = -self.log_likelihood_z(x_target, z).mean()
         kl = kl_standard_normal(mu, logvar).mean()
         return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + self.beta * kl}
 
@@ -180,9 +217,8 @@ class VariationalAutoencoder(Autoencoder):
                 kk = min(k_chunk, samples - k)
                 eps = torch.randn((kk,) + tuple(mu.shape), generator=gen).to(device)  # (k, B, L)
                 z = mu + torch.exp(0.5 * logvar) * eps
-                x_hat = self.decode(z.reshape(-1, self.latent_dim)).reshape((kk,) + tuple(xb.shape))
-                log_px = self.log_likelihood(xb.expand_as(x_hat).reshape(-1, *xb.shape[1:]),
-                                             x_hat.reshape(-1, *xb.shape[1:])).reshape(kk, -1)  # (k, B)
+                x_rep = xb.expand((kk,) + tuple(xb.shape)).reshape(-1, *xb.shape[1:])  # (k * B, C, H, W)
+                log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(kk, -1)  # (k, B)
                 log_w.append(log_px + log_normal(z, 0.0, torch.zeros_like(z)) - log_normal(z, mu, logvar))
             log_w = torch.cat(log_w)  # (K, B)
             iw.append(-(torch.logsumexp(log_w, 0) - math.log(samples)).cpu())
