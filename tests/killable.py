@@ -11,7 +11,8 @@ FILE (e.g. ``checkpoint.pt:2:torn``):
   and rename;
 - ``before-rename``: SIGKILL after the temporary file is complete and fsynced, before the
   rename;
-- ``sigint``: SIGINT (a Ctrl-C) at that moment; the process carries on and handles it.
+- ``sigint`` / ``sigterm``: SIGINT (a Ctrl-C) or SIGTERM at that moment; the process
+  carries on and handles it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def arm(spec: str) -> None:
     def replace(src, dst, *args, **kwargs):
         if os.path.basename(str(dst)) == target and armed and when != "torn":
             armed.clear()
-            os.kill(os.getpid(), signal.SIGINT if when == "sigint" else signal.SIGKILL)
+            os.kill(os.getpid(), {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}.get(when, signal.SIGKILL))
         return real_replace(src, dst, *args, **kwargs)
 
     tempfile.mkstemp, os.fdopen, os.replace = mkstemp, fdopen, replace

@@ -11,7 +11,8 @@ from .data import Dataset, check_images, load_dataset, load_fashion_mnist, load_
 from .use import denoise, show_data
 from .errors import AelabError, ConfigError, DataError, DataNotFoundError, TrainingError
 from .embed import embed, reduce as embed_codes
-from .evaluate import apply_model, denoising_quality
+from .baselines import BASELINES, make_baseline
+from .evaluate import apply_model, denoising_quality, evaluate
 from .metrics import knn_accuracy, knn_cv_accuracy, psnr, ssim, trustworthiness
 from .models import MODELS, Autoencoder, build_model, register_model
 from .noise import add_evaluation_noise, evaluation_noise, parse_noise
@@ -31,4 +32,5 @@ __all__ = [
     "write_report", "reproduce", "load_model", "save_model", "TrainConfig", "fit", "train",
     "embed", "embed_codes", "trustworthiness", "knn_cv_accuracy",
     "compare", "AutoencoderEstimator", "sample", "knn_accuracy",
+    "evaluate", "BASELINES", "make_baseline",
 ]

@@ -242,7 +242,7 @@ class PCAProjection(Baseline):
     label = "PCA projection"
     param_name = "components"
     fit_images = 20000
-    default_grid = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    default_grid = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
     def __init__(self, grid=None, tune_images: int = 1000, random_state: int = 0):
         self.grid = grid

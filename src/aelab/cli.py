@@ -38,6 +38,17 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,0.2, found {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def _kv(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  aelab train --kind denoising --net conv --epochs 5 --out runs/dae")
     _common_train(p, "runs/train")
     p.add_argument("--kind", default="denoising", help="the objective (see `aelab train --help`)")
-    p.add_argument("--net", default="conv", help="the network: conv or dense")
+    p.add_argument("--net", default="conv", help="the network: conv, dense or unet (the strong denoiser)")
     p.add_argument("--noise", default=None, help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25")
     p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
@@ -81,12 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce"],
                    help="the reconstruction loss (the option reconstruction=); the variational kind's likelihood")
     p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
+    p.add_argument("--schedule", default="constant",
+                   help="learning rate per step: constant (default, the tutorial) or onecycle (--lr is the peak)")
 
     p = sub.add_parser("denoise", formatter_class=fmt, help="clean image files or an .npz with a trained run",
                        description="example:\n  aelab denoise --run runs/reproduce noisy1.png noisy2.png --out cleaned/")
     p.add_argument("--run", required=True, help="a run directory")
     p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) or one .npz")
     p.add_argument("--out", default=None, help="output folder (default RUN/denoised)")
+
+    p = sub.add_parser("evaluate", formatter_class=fmt, help="measure a run against the classical denoisers",
+                       description="PSNR and SSIM of the run's model and of every baseline (Gaussian, median, TV,\n"
+                       "wavelet, non-local means, BM3D when installed, PCA) at each noise factor, with the fixed\n"
+                       "evaluation noise; baselines tuned on training images. Writes evaluation.md, evaluation.json,\n"
+                       "figures/evaluate_*.png, metrics.json and report.html.\n\nexamples:\n"
+                       "  aelab evaluate --run runs/reproduce\n"
+                       "  aelab evaluate --run runs/unet --noise-factors 0.1,0.2,0.3,0.5 --baselines tv,nlmeans,pca --limit 1000")
+    p.add_argument("--run", required=True, help="a run directory")
+    p.add_argument("--noise-factors", type=_floats, default=[0.1, 0.2, 0.3, 0.5],
+                   help="comma-separated Gaussian noise factors (default 0.1,0.2,0.3,0.5)")
+    p.add_argument("--baselines", type=_names, default=None,
+                   help="comma-separated baselines (default: every installed one): gaussian, median, tv, wavelet, "
+                   "nlmeans, bm3d, pca")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--slow-limit", type=int, default=1000,
+                   help="slow baselines (BM3D) run on the first N test images (default 1000, PROTOCOLS.md)")
+    p.add_argument("--tune-images", type=int, default=None,
+                   help="training images to tune each baseline on (default: 200; PCA 20,000)")
+    p.add_argument("--data", default=None, help="the data (default: the run's)")
+    p.add_argument("--hardest", type=int, default=8, help="images in the gallery of the hardest (default 8)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
 
     p = sub.add_parser("report", help="write report.html for a run", description="example:\n  aelab report --run runs/reproduce",
                        formatter_class=fmt)
@@ -117,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", formatter_class=fmt, help="train every kind the same way and tabulate them",
                        description="Train undercomplete, sparse (l1, kl), contractive, denoising and variational\n"
                        "autoencoders with the same network, code size and schedule; write compare.md, compare.json,\n"
-                       "reconstructions.png and one run directory per kind.\n\nexample:\n"
+                       "reconstructions.png, denoised.png and one run directory per kind.\n\nexample:\n"
                        "  aelab compare --net dense --latent-dim 32 --epochs 20 --out runs/compare")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -183,7 +219,8 @@ def _run(args, argv) -> int:
         model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                       resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
-                      size=args.size, net_options=dict(args.net_options), **{**dict(args.options), **aliases})
+                      size=args.size, net_options=dict(args.net_options), schedule=args.schedule,
+                      **{**dict(args.options), **aliases})
         if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
             print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
         print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
@@ -200,6 +237,13 @@ def _run(args, argv) -> int:
               f"{e['trustworthiness_neighbors']} {e['trustworthiness']:.4f}, 2-D kNN-{e['knn_neighbors']} "
               f"{e['knn_accuracy']:.4f} (codes {e['codes_knn_accuracy']:.4f}), map {e['seconds_map']:.1f} s")
         print("wrote " + ", ".join(e["files"]))
+    elif args.command == "evaluate":
+        from .evaluate import evaluate, evaluation_markdown
+        ev = evaluate(run=args.run, noise_factors=args.noise_factors, baselines=args.baselines, limit=args.limit,
+                      slow_limit=args.slow_limit, tune_images=args.tune_images, data=args.data,
+                      hardest=args.hardest, threads=args.threads, progress=args.progress)
+        print(evaluation_markdown(ev))
+        print(f"wrote {args.run}/ (evaluation.md, evaluation.json, figures/evaluate_*.png, report.html)")
     elif args.command == "report":
         print(f"wrote {write_report(args.run)}")
     elif args.command == "compare":
@@ -212,7 +256,7 @@ def _run(args, argv) -> int:
                          progress=args.progress, command=command_line)
         from .compare import markdown_table
         print(markdown_table(result["rows"]))
-        print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, one run per kind)")
+        print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
     elif args.command == "sample":
         from .generate import sample
         for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):

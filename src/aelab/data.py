@@ -75,7 +75,7 @@ def check_limit(limit: int | None) -> None:
 _MAX_GZIP_RATIO = 1032
 
 
-def _idx_stream(path: Path, raw: bytes):
+def _idx_stream(raw: bytes):
     if raw[:2] == b"\x1f\x8b":  # gzip magic
         return gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb"), _MAX_GZIP_RATIO * len(raw) + 1024
     return io.BytesIO(raw), len(raw)
@@ -95,7 +95,7 @@ def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.nd
         raise DataNotFoundError(f"expected an IDX file at {path}, found nothing; check the path") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}; check that it is a readable file") from None
-    stream, capacity = _idx_stream(path, raw)
+    stream, capacity = _idx_stream(raw)
     try:
         head = stream.read(4)
         if len(head) < 4:

@@ -327,7 +327,6 @@ def embed(run=None, method: str = "tsne", on: str = "test", baseline: str | None
     if run is None and baseline is None:
         raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
     out = Path(out if out is not None else run if run is not None else f"runs/embed-{baseline}")
-    torch.set_num_threads(threads)
     run_config = runs.read_config(run) if run is not None and (baseline is None or (Path(run) / runs.CONFIG).exists()) else {}
     if data is None:
         data = run_config.get("train", {}).get("data")

@@ -3,6 +3,8 @@ noise factor, with the fixed evaluation noise of PROTOCOLS.md."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from .data import check_images
@@ -63,3 +65,228 @@ def hardest_images(model, x: torch.Tensor, factor: float, count: int = 10, batch
     scores = psnr_per_image(x, x_hat)
     order = torch.argsort(scores)[:count]
     return order, scores[order], x_noisy[order], x_hat[order]
+
+
+# -- aelab evaluate: the model of a run against the classical baselines ---------------
+
+def _slow_note(n: int, total: int) -> str:
+    return f"first {n:,} of {total:,} test images" if n < total else f"all {total:,} test images"
+
+
+def _method_rows(results: dict, factors: list[str], methods: list[str], labels: dict) -> list[list[str]]:
+    rows = []
+    for key in methods:
+        cells = [labels[key]]
+        for f in factors:
+            r = results[f].get(key)
+            cells.append(f"{r['psnr']:.2f} / {r['ssim']:.3f}" if r else "")
+        rows.append(cells)
+    return rows
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def evaluation_tables(ev: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of an :func:`evaluate` result as ``(caption, header, rows)``, for Markdown and HTML."""
+    factors = [f"{f:g}" for f in ev["noise_factors"]]
+    labels = {k: m["label"] for k, m in ev["methods"].items()}
+    header = ["method (PSNR dB / SSIM)"] + [f"noise {f}" for f in factors]
+    full = [k for k, m in ev["methods"].items() if m["images"] == ev["test_images"]]
+    tables = [(f"All {ev['test_images']:,} test images", header, _method_rows(ev["results"], factors, full, labels))]
+    if ev.get("subset"):
+        n = ev["subset"]["images"]
+        tables.append((f"The first {n:,} test images (slow baselines run on these only; every method on the same "
+                       f"images)", header, _method_rows(ev["subset"]["results"], factors, list(ev["methods"]), labels)))
+    tuned = [[labels[k], ", ".join(f"{f}: {m['params'][f]:g}" for f in factors if m["params"].get(f) is not None)]
+             for k, m in ev["methods"].items() if any(v is not None for v in m.get("params", {}).values())]
+    if tuned:
+        tables.append(("Tuned parameters, per noise factor (on training images)", ["method", "parameter"], tuned))
+    if ev.get("reconstruction"):
+        tables.append(("Reconstruction (clean input)", ["method", "PSNR (dB)", "SSIM"],
+                       [[r["label"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in ev["reconstruction"].values()]))
+    pc = ev.get("per_class")
+    if pc and pc["psnr"]:
+        keys = list(next(iter(pc["psnr"].values())))
+        tables.append((f"PSNR (dB) per class at noise {pc['noise_factor']:g}, "
+                       f"{_slow_note(pc['images'], ev['test_images'])}", ["class"] + [labels[k] for k in keys],
+                       [[c] + [f"{v[k]:.2f}" for k in keys] for c, v in pc["psnr"].items()]))
+    return tables
+
+
+def evaluation_markdown(ev: dict) -> str:
+    """The tables of :func:`evaluate` as Markdown (also the body of ``evaluation.md``)."""
+    out = [f"# Evaluation of {ev['run']}", "",
+           f"Test set, PSNR and SSIM per image then averaged (PROTOCOLS.md), fixed evaluation "
+           f"noise (seed 0) shared by every method. Baselines tuned on the first training images "
+           f"({', '.join(f'{k} {v:,}' for k, v in ev['tuning']['images'].items())}) at each noise level, "
+           f"with their own noise draw (seed {ev['tuning']['noise_seed']}), never on the test set."]
+    for caption, header, rows in evaluation_tables(ev):
+        out += ["", f"## {caption}", "", _markdown(header, rows)]
+    if ev.get("skipped"):
+        out += ["", "Skipped: " + "; ".join(f"{k} ({why})" for k, why in ev["skipped"].items())]
+    return "\n".join(out) + "\n"
+
+
+def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None = None,
+             slow_limit: int = 1000, tune_images: int | None = None, data=None, hardest: int = 8,
+             threads: int | None = None, progress: bool = True) -> dict:
+    """Measure the model of ``run`` and every baseline at each noise factor; write the results.
+
+    For each factor the test images get the fixed evaluation noise (PROTOCOLS.md: one
+    ``randn`` from seed 0, in index order), the same tensor for every method. Baselines
+    (``baselines``: names from :data:`aelab.baselines.BASELINES`, None = every installed
+    one) are tuned on the first training images (``tune_images``, default each baseline's
+    ``fit_images``) with their own noise draw (seed 1). Slow baselines run on the first
+    ``slow_limit`` test images; a second table gives every method on those images.
+
+    Writes ``run/evaluation.md``, ``run/evaluation.json``, ``metrics.json["evaluation"]``,
+    ``figures/evaluate_psnr.png`` and ``evaluate_ssim.png`` (against noise factor, one line
+    per method), ``figures/evaluate_hardest.png`` (the ``hardest`` images with the lowest
+    PSNR after the model, at noise 0.2 or the first factor: noisy / each method / clean),
+    rewrites ``report.html``, and returns the results.
+    """
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import plots, runs
+    from .baselines import BASELINES, PCAProjection, make_baseline
+    from .data import load_dataset
+    from .errors import ConfigError
+    from .metrics import psnr_per_image, ssim_per_image
+    from .report import write_report
+
+    run = Path(run)
+    config = runs.read_config(run)
+    model = runs.load_model(run)
+    if threads:
+        torch.set_num_threads(threads)
+    factors = [float(f) for f in noise_factors]
+    if not factors or any(not 0 < f <= 5 for f in factors):
+        raise ConfigError(f"expected noise factors in (0, 5], found {list(noise_factors)}; e.g. 0.1,0.2,0.3,0.5")
+    if slow_limit < 1:
+        raise ConfigError(f"expected slow_limit >= 1, found {slow_limit}; e.g. --slow-limit 1000")
+    data = data if data is not None else config.get("train", {}).get("data")
+    test = load_dataset(data, "test", limit=limit)
+    if tuple(test.input_shape) != tuple(model.input_shape):
+        raise ConfigError(f"expected test images of shape {tuple(model.input_shape)} for this run's model, found "
+                          f"{tuple(test.input_shape)}; evaluate with the data the run was trained on (--data)")
+    skipped = {}
+    if baselines is None:
+        names = [k for k, cls in BASELINES.items() if cls.available()]
+        skipped = {k: f"needs {cls.requires[1]}" for k, cls in BASELINES.items() if not cls.available()}
+    else:
+        names = [b for b in ([baselines] if isinstance(baselines, str) else baselines)]
+        for b in names:
+            make_baseline(b)  # an unknown or uninstalled baseline fails here, before any work
+    n_fit = max([tune_images or BASELINES[b].fit_images for b in names] + [1])
+    train = load_dataset(data, "train", limit=max(n_fit, PCAProjection.fit_images))  # PCA also for reconstruction
+    train_base = torch.randn(train.x.shape, generator=torch.Generator().manual_seed(1))
+    x = test.x
+    total = len(x)
+    n_slow = min(slow_limit, total) if any(BASELINES[b].slow for b in names) else total
+    base = evaluation_noise(x.shape)
+    head = 0.2 if 0.2 in factors else factors[0]
+    log = (lambda msg: print(f"aelab evaluate: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+
+    net_label = f"this run ({config['model']['kind']}, {config['model']['net']} network)"
+    methods: dict[str, dict] = {"noisy": {"label": "noisy input", "images": total, "params": {}}}
+    for b in names:
+        cls = BASELINES[b]
+        methods[b] = {"label": cls.label, "images": n_slow if cls.slow else total, "params": {}, "scores": {}}
+    methods["model"] = {"label": net_label, "images": total, "params": {}}
+    scores: dict[str, dict[str, tuple]] = {}  # factor -> method -> (psnr per image, ssim per image)
+    seconds: dict[str, float] = {}
+    gallery = None
+    for f in factors:
+        key = f"{f:g}"
+        x_noisy = add_evaluation_noise(x, f, base)
+        t = time.perf_counter()
+        outputs = {"noisy": x_noisy, "model": apply_model(model, x_noisy)}
+        seconds["model"] = seconds.get("model", 0.0) + time.perf_counter() - t
+        per = {m: (psnr_per_image(x, o).numpy(), torch.cat([ssim_per_image(x[i:i + 2000], o[i:i + 2000])
+                                                            for i in range(0, total, 2000)]).numpy())
+               for m, o in outputs.items()}
+        if f == head:  # the hardest images for the model, among those every method sees
+            order = np.argsort(per["model"][0][:n_slow], kind="stable")[:hardest]
+            gallery = {"indices": order.tolist(), "images": {"noisy": x_noisy[order], "model": outputs["model"][order]}}
+        for b in names:
+            cls = BASELINES[b]
+            n_b = n_slow if cls.slow else total
+            n_t = tune_images or cls.fit_images
+            tr_clean = train.x[:n_t]
+            tr_noisy = (tr_clean + f * train_base[:n_t]).clamp(0.0, 1.0)
+            t = time.perf_counter()
+            est = make_baseline(b).fit(tr_noisy, tr_clean)
+            x_hat = est.transform(x_noisy[:n_b])
+            seconds[b] = seconds.get(b, 0.0) + time.perf_counter() - t
+            methods[b]["params"][key] = None if est.param_ is None else float(est.param_)
+            methods[b]["scores"][key] = {f"{p:g}": s for p, s in est.scores_.items()}
+            per[b] = (psnr_per_image(x[:n_b], x_hat).numpy(), ssim_per_image(x[:n_b], x_hat).numpy())
+            if f == head:
+                gallery["images"][b] = x_hat[gallery["indices"]]
+            log(f"noise {key}: {b} on {n_b} images, {est.describe()}, PSNR {per[b][0].mean():.2f} dB "
+                f"({time.perf_counter() - t:.1f} s)")
+        log(f"noise {key}: model PSNR {per['model'][0].mean():.2f} dB, noisy {per['noisy'][0].mean():.2f} dB")
+        scores[key] = per
+
+    def summary(n: int | None = None) -> dict:
+        return {k: {m: {"psnr": round(float(p[:n].mean()), 4), "ssim": round(float(s[:n].mean()), 5),
+                        "images": len(p[:n])} for m, (p, s) in per.items()} for k, per in scores.items()}
+
+    ev = {"run": str(run), "test_images": total, "noise_factors": factors, "data": data, "limit": limit,
+          "tuning": {"images": {b: min(tune_images or BASELINES[b].fit_images, len(train.x)) for b in names},
+                     "noise_seed": 1},
+          "methods": methods, "results": summary(),
+          "seconds": {k: round(v, 2) for k, v in seconds.items()}, "skipped": skipped}
+    if n_slow < total:
+        ev["subset"] = {"images": n_slow, "results": summary(n_slow)}
+    # per class, at the headline factor, on the images every method saw
+    y = test.y[:n_slow].numpy()
+    hk = f"{head:g}"
+    ev["per_class"] = {"noise_factor": head, "images": n_slow, "psnr": {
+        name: {m: round(float(p[:n_slow][y == c].mean()), 3) for m, (p, _) in scores[hk].items()}
+        for c, name in enumerate(test.class_names) if (y == c).any()}}
+    # reconstruction of clean images: the model against PCA with as many components as its code
+    code_dim = int(np.prod(model.code_shape)) if hasattr(model, "code_shape") else None
+    rec_model = apply_model(model, x)
+    ev["reconstruction"] = {"model": {"label": net_label, "psnr": round(psnr_per_image(x, rec_model).mean().item(), 4),
+                                      "ssim": round(float(ssim_per_image(x, rec_model).mean()), 5)}}
+    if code_dim and code_dim < int(np.prod(x.shape[1:])):  # an overcomplete code has no PCA counterpart
+        k = min(code_dim, len(train.x) - 1)
+        pca = PCAProjection(grid=(k,)).fit(train.x)
+        rec_pca = pca.transform(x)
+        ev["reconstruction"]["pca"] = {"label": f"PCA, {k} components (the code has {code_dim:,} numbers)",
+                                       "psnr": round(psnr_per_image(x, rec_pca).mean().item(), 4),
+                                       "ssim": round(float(ssim_per_image(x, rec_pca).mean()), 5)}
+    ev["hardest"] = {"noise_factor": head, "indices": gallery["indices"],
+                     "psnr": {m: [round(float(scores[hk][m][0][i]), 2) for i in gallery["indices"]] for m in scores[hk]}}
+
+    # figures, tables, metrics, report
+    figs = run / "figures"
+    common = n_slow
+    sub = summary(common)
+    order = list(methods)
+    for metric, unit in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
+        plots.lines(factors, {methods[m]["label"]: [sub[f"{f:g}"][m][metric] for f in factors]
+                              for m in order}, figs / f"evaluate_{metric}.png", xlabel="noise factor", ylabel=unit,
+                    title=f"{unit} against noise, {_slow_note(common, total)}")
+    cols = [("noisy", gallery["images"]["noisy"])] + [(m, gallery["images"][m]) for m in order if m != "noisy"]
+    cols.append(("clean", x[gallery["indices"]]))
+    titles = [methods[m]["label"].split(" (")[0] if m in methods else m for m, _ in cols]
+    titles[-2] = "this run"
+    row_labels = [f"#{i} {test.class_names[int(test.y[i])] if int(test.y[i]) < len(test.class_names) else ''}"
+                  for i in gallery["indices"]]
+    plots.columns([(t, imgs) for t, (_, imgs) in zip(titles, cols)], figs / "evaluate_hardest.png",
+                  row_labels=row_labels,
+                  suptitle=f"The {len(row_labels)} hardest test images for this run's model at noise {head:g}")
+    runs.write_json(run / "evaluation.json", ev)
+    runs.atomic_write_text(run / "evaluation.md", evaluation_markdown(ev))
+    runs.update_metrics(run, evaluation=ev)
+    write_report(run)
+    return ev

@@ -155,11 +155,12 @@ def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, ma
     return float(probe.fit(_flat(train_codes), np.asarray(train_labels)).score(_flat(test_codes), np.asarray(test_labels)))
 
 
-def near_zero_fraction(codes, relative: float = 0.01) -> float:
+def near_zero_fraction(codes, relative: float = 0.05) -> float:
     """The fraction of code activations with |a| <= ``relative`` * max |a| (max over all
     codes and units given): how sparse the codes are, per activation, averaged over images.
     Relative to the largest activation so that shrinking every code by a constant (which an
-    L1 penalty rewards and a decoder can undo) does not count as sparsity."""
+    L1 penalty rewards and a decoder can undo) does not count as sparsity; 5% counts a ReLU
+    unit's exact zeros and a sigmoid unit below ~0.05 (pre-activation below about -3) as off."""
     a = np.abs(_flat(codes))
     top = float(a.max()) if a.size else 0.0
     return float((a <= relative * top).mean()) if top > 0 else 1.0

@@ -199,3 +199,30 @@ def embedding_thumbnails(points, labels, images, indices, class_names, path, tit
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def columns(named_columns: list[tuple[str, object]], path, row_labels=None, suptitle: str | None = None,
+            cell: float = 1.2) -> Path:
+    """Columns of images, each titled at its top (e.g. noisy / each method / clean), one row
+    per image, rows labelled on the left."""
+    plt = _plt()
+    ncols = len(named_columns)
+    nrows = max(len(c) for _, c in named_columns)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell + 1.0, nrows * cell + 0.6), squeeze=False)
+    for c, (title, images) in enumerate(named_columns):
+        axes[0, c].set_title(_label(title), fontsize=8)
+        for r in range(nrows):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if r < len(images):
+                img, cmap = _image(images[r])
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(str(label), fontsize=8, rotation=0, ha="right", va="center")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return _save(fig, path)

@@ -163,7 +163,13 @@ MAP_NOTE = ("Trustworthiness@10 (Venna &amp; Kaski 2001; 1 = every neighbour in 
             "of a 5-nearest-neighbour classifier on the 2-D points (how well the classes separate); "
             "\"codes kNN-5\" is the same classifier on the codes themselves, the ceiling of a map of "
             "those codes (PROTOCOLS.md).")
-GENERATIVE_FIGURES = ("vae_*.png", "sample*.png", "*manifold*.png", "*traversal*.png", "generated*.png")
+# a generative kind's figures (aelab.generate), in reading order, then any other vae_*.png
+GENERATIVE_FIGURES = {
+    "vae_samples.png": "Samples: images decoded from z ~ N(0, I)",
+    "vae_manifold.png": "The 2-D latent manifold: decoded z on a grid of N(0, 1) quantiles",
+    "vae_traversals.png": "Latent traversals: one unit swept from -3 to 3, the others at a test image's mean",
+    "vae_interpolation.png": "Interpolation between the posterior means of two test images",
+}
 
 
 def maps_table(metrics: dict) -> str | None:
@@ -196,12 +202,11 @@ def latent_section(run_dir: Path, metrics: dict) -> str | None:
             if any(figs):
                 out.append(f"<h3>{html.escape(label)}</h3>" + "".join(figs))
     figs_dir = runs.run_file(run_dir, "figures")
-    seen = set()
-    for pattern in GENERATIVE_FIGURES:
-        for path in sorted(figs_dir.glob(pattern)) if figs_dir.is_dir() else []:
-            if path.name not in seen and path.name not in ("samples.png",):
-                seen.add(path.name)
-                out.append(_img(path, path.stem.replace("_", " ")))
+    others = sorted(p.name for p in figs_dir.glob("vae_*.png")) if figs_dir.is_dir() else []
+    generative = [_figure(run_dir, name, GENERATIVE_FIGURES.get(name, name[:-4].replace("_", " ")))
+                  for name in [*GENERATIVE_FIGURES, *(n for n in others if n not in GENERATIVE_FIGURES)]]
+    if any(generative):
+        out.append("<h3>The generative model</h3>" + "".join(generative))
     return "".join(out) or None
 
 
@@ -284,6 +289,10 @@ def write_report(run_dir, command: str | None = None) -> Path:
     if table:
         den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (PROTOCOLS.md), "
                          "fixed evaluation noise (seed 0).</p>" + table)
+    if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
+        from .evaluate import evaluation_tables
+        for caption, header, rows in evaluation_tables(metrics["evaluation"]):
+            den_parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
     if (figs / "denoised.png").exists():
         den_parts.append(_img(figs / "denoised.png", "Noisy / cleaned / original, first 10 test images"))
     if (figs / "hardest.png").exists():

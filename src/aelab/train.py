@@ -417,7 +417,7 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
           epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, noise: str | None = None,
           seed: int = 0, limit: int | None = None, resume: bool = False, device: str = "auto",
           threads: int | None = None, progress: bool = True, size=None,
-          net_options: dict | None = None, **options) -> Autoencoder:
+          net_options: dict | None = None, schedule: str = "constant", **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
@@ -425,7 +425,7 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``).
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise=noise,
-                         device=device, threads=threads, progress=progress).check()
+                         device=device, threads=threads, progress=progress, schedule=schedule).check()
     out = Path(out)
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
@@ -435,7 +435,11 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         runs.check_keys(saved.get("train", {}), [f.name for f in fields(TrainConfig)] + ["data", "limit"],
                         f"{out / runs.CONFIG} 'train'")
         data = saved.get("train", {}).get("data") if data is None else data
-        limit = saved.get("train", {}).get("limit") if limit is None else limit
+        saved_limit = saved.get("train", {}).get("limit")
+        if limit is not None and limit != saved_limit:  # another training set: the checkpoint's order is void
+            raise ConfigError(f"{out} was trained with --limit {saved_limit}, found --limit {limit}; resume with "
+                              "the same limit (or leave it out), or train a new run in another --out")
+        limit = saved_limit
     train_set = load_dataset(data, "train", limit=limit, size=size)
     val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
     record = _train_record(config, data, limit)

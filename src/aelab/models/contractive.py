@@ -97,7 +97,7 @@ class ContractiveAutoencoder(Autoencoder):
     net_defaults = {"latent_dim": 32, "code_activation": "none"}
 
     def __init__(self, input_shape, net="conv", net_options=None, reconstruction: str = "l1",
-                 contractive_weight: float = 1e-2,  # lambda
+                 contractive_weight: float = 1e-3,  # lambda; with L1 reconstruction it divides ||J||_F by ~5
                  jacobian: str = "auto",            # auto, closed_form, autograd or projection
                  projections: int = 1):             # draws of v per image for the projection estimate
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)

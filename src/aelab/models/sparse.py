@@ -18,7 +18,8 @@ Two penalties (``penalty=``):
 
   with a sigmoid code (required: rho_hat must be a probability).
 
-``sparsity_weight`` is lambda or beta, ``sparsity_target`` is rho. The "sparsity" term is
+``sparsity_weight`` is lambda or beta (by default the penalty's own, stored resolved),
+``sparsity_target`` is rho. The "sparsity" term is
 logged unweighted; "loss" = reconstruction + sparsity_weight * sparsity. Reductions as in
 :mod:`aelab.losses`: the reconstruction is a mean over pixels, the penalty a sum over code
 units (averaged over the batch for l1; the batch enters rho_hat for kl).
@@ -47,8 +48,10 @@ def kl_penalty(a: torch.Tensor, sparsity_target: float = 0.05) -> torch.Tensor:
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
 
-# penalty name -> (function, the code activation it is used with by default)
-PENALTIES = {"l1": (l1_penalty, "relu"), "kl": (kl_penalty, "sigmoid")}
+# penalty name -> (function, its default code activation, its default weight). The weights are
+# sized for the default L1 reconstruction (about 5x the MSE's size on Fashion-MNIST); the
+# comparison (aelab.compare.ENTRIES) uses MSE and its own measured weights.
+PENALTIES = {"l1": (l1_penalty, "relu", 5e-4), "kl": (kl_penalty, "sigmoid", 1e-2)}
 
 
 @register_model("sparse")
@@ -59,11 +62,13 @@ class SparseAutoencoder(Autoencoder):
 
     def __init__(self, input_shape, net="conv", net_options=None, reconstruction: str = "l1",
                  penalty: str = "l1",              # "l1" (ReLU code) or "kl" (sigmoid code)
-                 sparsity_weight: float = 1e-3,    # lambda (l1) or beta (kl)
+                 sparsity_weight: float | None = None,  # lambda (l1) or beta (kl); None = the penalty's default
                  sparsity_target: float = 0.05):   # rho, the target mean activation (kl only)
         if penalty not in PENALTIES:
             raise ConfigError(f"expected penalty one of {', '.join(PENALTIES)}, found {penalty!r}; "
                               "e.g. --option penalty=kl")
+        if sparsity_weight is None:
+            sparsity_weight = PENALTIES[penalty][2]
         if not sparsity_weight >= 0:
             raise ConfigError(f"expected sparsity_weight >= 0, found {sparsity_weight}")
         if not 0 < sparsity_target < 1:
