@@ -110,7 +110,8 @@ def evaluation_tables(ev: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                        [[r["label"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in ev["reconstruction"].values()]))
     pc = ev.get("per_class")
     if pc and pc["psnr"]:
-        keys = list(next(iter(pc["psnr"].values())))
+        first = next(iter(pc["psnr"].values()))
+        keys = [k for k in ev["methods"] if k in first]  # the order of the other tables
         tables.append((f"PSNR (dB) per class at noise {pc['noise_factor']:g}, "
                        f"{_slow_note(pc['images'], ev['test_images'])}", ["class"] + [labels[k] for k in keys],
                        [[c] + [f"{v[k]:.2f}" for k in keys] for c, v in pc["psnr"].items()]))
@@ -246,11 +247,11 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
           "seconds": {k: round(v, 2) for k, v in seconds.items()}, "skipped": skipped}
     if n_slow < total:
         ev["subset"] = {"images": n_slow, "results": summary(n_slow)}
-    # per class, at the headline factor, on the images every method saw
-    y = test.y[:n_slow].numpy()
+    # per class, at the headline factor, on every test image (slow baselines: in the subset table only)
+    y = test.y.numpy()
     hk = f"{head:g}"
-    ev["per_class"] = {"noise_factor": head, "images": n_slow, "psnr": {
-        name: {m: round(float(p[:n_slow][y == c].mean()), 3) for m, (p, _) in scores[hk].items()}
+    ev["per_class"] = {"noise_factor": head, "images": total, "psnr": {
+        name: {m: round(float(p[y == c].mean()), 3) for m, (p, _) in scores[hk].items() if len(p) == total}
         for c, name in enumerate(test.class_names) if (y == c).any()}}
     # reconstruction of clean images: the model against PCA with as many components as its code
     code_dim = int(np.prod(model.code_shape)) if hasattr(model, "code_shape") else None
