@@ -53,10 +53,12 @@ class Entry:
 # likelihood), the epochs, batch size, learning rate schedule and seed.
 ENTRIES = (
     Entry("undercomplete", "undercomplete", {"reconstruction": "mse"}),
-    Entry("sparse-l1", "sparse", {"reconstruction": "mse", "penalty": "l1", "sparsity_weight": 3e-5},
+    # the sparse weights: the smallest tried that keeps >= 92% of the codes near zero after 10
+    # epochs (l1: 1.5e-4 -> 92.3%; kl: rho 0.02 -> 88.3%, rho 0.01 -> 94.0%, both beta 3e-3)
+    Entry("sparse-l1", "sparse", {"reconstruction": "mse", "penalty": "l1", "sparsity_weight": 1.5e-4},
           {"latent_dim": 256}),
-    Entry("sparse-kl", "sparse", {"reconstruction": "mse", "penalty": "kl", "sparsity_weight": 1e-3,
-                                  "sparsity_target": 0.05}, {"latent_dim": 256}),
+    Entry("sparse-kl", "sparse", {"reconstruction": "mse", "penalty": "kl", "sparsity_weight": 3e-3,
+                                  "sparsity_target": 0.01}, {"latent_dim": 256}),
     Entry("contractive", "contractive", {"reconstruction": "mse", "contractive_weight": 1e-4}),
     Entry("denoising", "denoising", {"reconstruction": "mse"}),
     Entry("variational", "variational", {"reconstruction": "bce"}),
