@@ -102,8 +102,9 @@ def _pca(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2, random_state=config.seed).fit(codes)
+    ratios = [round(float(v), 4) for v in pca.explained_variance_ratio_]
     return pca.transform(codes), {"implementation": f"scikit-learn {sklearn.__version__} PCA",
-                                  "explained_variance_ratio": [round(float(v), 4) for v in pca.explained_variance_ratio_]}
+                                  "explained_variance_ratio": ratios}
 
 
 def _perplexity(config: MapConfig, n: int) -> float:
@@ -250,8 +251,8 @@ def baseline_codes(name: str, x: torch.Tensor, train_images: Callable[[], torch.
     (codes (N, D), a description). ``train_images`` is called when the baseline must fit."""
     m = re.fullmatch(r"([a-z_]+?)(\d*)", str(name).strip().lower())
     if not m or m.group(1) not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; expected one of {', '.join(b + ('N' if b != 'pixels' else '') for b in BASELINES)}"
-                          ", e.g. --baseline pca32")
+        known = ", ".join(b if b == "pixels" else f"{b}N" for b in BASELINES)
+        raise ConfigError(f"unknown baseline {name!r}; expected one of {known}, e.g. --baseline pca32")
     size = int(m.group(2)) if m.group(2) else None
     codes, description = BASELINES[m.group(1)](size, x, train_images, seed)
     return np.asarray(codes, dtype=np.float32), description
@@ -327,7 +328,8 @@ def embed(run=None, method: str = "tsne", on: str = "test", baseline: str | None
     if run is None and baseline is None:
         raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
     out = Path(out if out is not None else run if run is not None else f"runs/embed-{baseline}")
-    run_config = runs.read_config(run) if run is not None and (baseline is None or (Path(run) / runs.CONFIG).exists()) else {}
+    has_config = run is not None and (baseline is None or (Path(run) / runs.CONFIG).exists())
+    run_config = runs.read_config(run) if has_config else {}
     if data is None:
         data = run_config.get("train", {}).get("data")
     ds: Dataset = load_dataset(data, on, limit=limit)

@@ -80,7 +80,6 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
         t = torch.linspace(0, 1, steps)[:, None]
         z = (1 - t) * mu[a] + t * mu[b]  # (steps, latent)
         images = torch.cat([test.x[a:a + 1], model.decode(z), test.x[b:b + 1]])
-        titles = [f"test {a}"] + [f"t={v:.2f}" for v in t.flatten().tolist()] + [f"test {b}"]
-        written.append(plots.rows([("", images)], out / "vae_interpolation.png", titles=titles,
-                                  suptitle="Interpolation between the posterior means of two test images"))
+        titles = [f"test {a}"] + [f"mu, t={v:.2f}" for v in t.flatten().tolist()] + [f"test {b}"]
+        written.append(plots.rows([("", images)], out / "vae_interpolation.png", titles=titles))
     return written

@@ -30,7 +30,8 @@ _NUM = ' class="num"'
 
 def _numeric(cell) -> bool:
     """Numbers (and numbers with a unit) are right-aligned, words left-aligned."""
-    return isinstance(cell, (int, float)) or bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?(dB|s|%))?", str(cell)))
+    return isinstance(cell, (int, float)) or bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?(dB|s|%))?",
+                                                                 str(cell)))
 
 
 def _table(header: list[str], rows: list[list], cls: str = "") -> str:
@@ -100,7 +101,8 @@ def model_section(config: dict, metrics: dict, history: dict) -> str | None:
         except (AelabError, RuntimeError):
             layers = None
     out = []
-    out.append(f"<p>Kind <b>{html.escape(str(model_cfg.get('kind')))}</b> on the <b>{html.escape(str(model_cfg.get('net')))}"
+    kind, net = html.escape(str(model_cfg.get("kind"))), html.escape(str(model_cfg.get("net")))
+    out.append(f"<p>Kind <b>{kind}</b> on the <b>{net}"
                f"</b> network for images of shape {html.escape(' x '.join(map(str, model_cfg.get('input_shape', []))))}"
                + (f", {params:,} parameters" if isinstance(params, int) else "") + ". Options <code>"
                + html.escape(json.dumps(model_cfg.get("options", {}))) + "</code>, network options <code>"
