@@ -16,6 +16,8 @@ and places them in the plane with one of the methods of :data:`REDUCERS`:
   which tightens the clusters (Boehm, Berens & Kobak 2022, "Attraction-repulsion spectrum
   in neighbor embeddings");
 - ``umap``: UMAP (McInnes, Healy & Melville 2018) with umap-learn.
+- ``ptsne``: parametric t-SNE (van der Maaten 2009), an MLP trained with the t-SNE loss on
+  mini-batches (:mod:`aelab.ptsne`).
 
 Every map is scored with trustworthiness@10 against the test pixels and the 5-fold kNN-5
 accuracy of the 2-D points (both in :mod:`aelab.metrics`). Trustworthiness depends on the
@@ -59,7 +61,7 @@ INSTALL_HINT = "pip install 'aelab[embed]' (openTSNE and umap-learn)"
 
 @dataclass
 class MapConfig:
-    method: str = "tsne"              # one of REDUCERS: pca, tsne, umap
+    method: str = "tsne"              # one of REDUCERS: pca, tsne, umap, ptsne
     perplexity: float = 30.0          # t-SNE's effective number of neighbours (the paper's and both libraries' default)
     exaggeration: float | None = None  # t-SNE attraction factor after the early phase; None = 1 (plain t-SNE)
     n_neighbors: int = 15             # UMAP's neighbourhood size (umap-learn's default)
@@ -187,6 +189,13 @@ def _umap(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
         points = reducer.fit_transform(codes)
     return np.asarray(points), {"implementation": f"umap-learn {getattr(umap, '__version__', '')}".strip(),
                                 "n_neighbors": n_neighbors, "min_dist": config.min_dist}
+
+
+@register_reducer("ptsne")
+def _ptsne(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
+    """Parametric t-SNE (van der Maaten 2009): an MLP trained with the t-SNE loss, see :mod:`aelab.ptsne`."""
+    from .ptsne import reduce_ptsne
+    return reduce_ptsne(codes, config)
 
 
 def reduce(codes, config: MapConfig | None = None, **overrides) -> tuple[np.ndarray, dict]:
