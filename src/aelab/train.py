@@ -417,12 +417,15 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
           epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, noise: str | None = None,
           seed: int = 0, limit: int | None = None, resume: bool = False, device: str = "auto",
           threads: int | None = None, progress: bool = True, size=None,
-          net_options: dict | None = None, schedule: str = "constant", **options) -> Autoencoder:
+          net_options: dict | None = None, schedule: str = "constant", init: str | None = None,
+          **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
     :func:`aelab.data.load_dataset`). Validation uses the test split when there is one.
-    ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``).
+    ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a
+    trained run whose weights the new model starts from (same kind, network and image shape;
+    its options may differ, e.g. a codec's ``lmbda``), i.e. fine-tuning.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise=noise,
                          device=device, threads=threads, progress=progress, schedule=schedule).check()
@@ -449,17 +452,37 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         torch.manual_seed(config.seed)  # the run's initial weights, should it have no checkpoint yet
         model = runs.model_from_config(saved["model"])
         record = {**saved.get("train", {}), "epochs": epochs}
+        extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
         torch.manual_seed(seed)
         model = build_model(kind, train_set.input_shape, net=net, net_options=net_options, **options)
+        extra = {"class_names": train_set.class_names}
+        if init is not None:
+            _load_initial_weights(model, init)
+            extra["initialised_from"] = str(init)
         if distributed.is_main():
             runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
-            runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+            runs.save_model(model, out, train_config=record, extra=extra)
         distributed.barrier()
     fit(model, train_set.x, val_set.x if val_set else None, config, run_dir=out, resume=resume)
     if distributed.is_main():
-        runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names})
+        runs.save_model(model, out, train_config=record, extra=extra)
     return model
+
+
+def _load_initial_weights(model: Autoencoder, run_dir) -> None:
+    """Copy a trained run's weights into ``model`` (``train(init=...)``): same kind, network and shapes."""
+    source = runs.load_model(run_dir)
+    mine, theirs = model.config(), source.config()
+    for key in ("kind", "net", "input_shape", "net_options"):
+        if mine[key] != theirs[key]:
+            raise ConfigError(f"--init {run_dir} has {key} {theirs[key]!r}, this run {mine[key]!r}; start from a "
+                              f"run of the same kind, network and image shape (only the kind's options may differ)")
+    state, expected = source.state_dict(), model.state_dict()
+    if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
+        raise ConfigError(f"--init {run_dir}: its weights do not fit this model (an option changes the layers); "
+                          "start from a run with the same options that shape the model")
+    model.load_state_dict(state)
 
 
 def _train_record(config: TrainConfig, data, limit) -> dict:
