@@ -105,3 +105,35 @@ def test_probe_and_code_metrics():
     weight = model.encoder[1].weight
     norms = jacobian_norm(model, torch.rand(7, 1, 6, 6), batch_size=3)
     torch.testing.assert_close(norms, weight.norm().detach().expand(7), rtol=1e-5, atol=1e-6)
+
+
+def test_compare_variational_row_network_and_options(fake_fashion, tmp_path, capsys):
+    """--vae-net / --vae-net-option / --vae-option change the variational row only."""
+    out = tmp_path / "c"
+    assert main(["compare", "--data", str(fake_fashion), "--out", str(out), "--kinds", "undercomplete,variational",
+                 "--latent-dim", "4", "--epochs", "1", "--jacobian-images", "4", "--iw-samples", "3",
+                 "--net-option", "hidden=[16]", "--vae-net", "conv", "--vae-net-option", "channels=[4,8]",
+                 "--vae-option", "kl_warmup=5", "--vae-option", "train_samples=2", "--no-progress"]) == 0
+    capsys.readouterr()
+    result = json.loads((out / "compare.json").read_text())
+    by = {r["name"]: r for r in result["rows"]}
+    assert by["undercomplete"]["net"] == "dense" and by["undercomplete"]["net_options"] == {"latent_dim": 4,
+                                                                                          "hidden": [16]}
+    assert by["variational"]["net"] == "conv" and by["variational"]["net_options"] == {"latent_dim": 4,
+                                                                                     "channels": [4, 8]}
+    assert by["variational"]["options"]["kl_warmup"] == 5 and by["variational"]["options"]["train_samples"] == 2
+    assert "neg_iw_bound" in by["variational"]["final_train_terms"]
+    model = runs.load_model(out / "variational")
+    assert model.net == "conv" and model.train_samples == 2 and int(model.warmup_step) > 0
+    md = (out / "compare.md").read_text()
+    assert 'The variational row: the `conv` network ({"latent_dim": 4, "channels": [4, 8]})' in md
+    assert '"kl_warmup": 5' in md
+    # the same options through aelab train
+    assert main(["train", "--kind", "variational", "--net", "dense", "--data", str(fake_fashion), "--epochs", "1",
+                 "--batch-size", "16", "--out", str(tmp_path / "t"), "--no-progress", "--option", "train_samples=3",
+                 "--option", "kl_warmup=100"]) == 0
+    options = json.loads((tmp_path / "t" / "config.json").read_text())["model"]["options"]
+    assert options["train_samples"] == 3 and options["kl_warmup"] == 100
+    assert main(["compare", "--data", str(fake_fashion), "--out", str(tmp_path / "e"), "--kinds", "variational",
+                 "--epochs", "1", "--vae-option", "train_samples=0", "--no-progress"]) == 2
+    assert "expected train_samples an integer >= 1, found 0" in capsys.readouterr().err

@@ -3,6 +3,7 @@ independent computation (NumPy formulas, torch.autograd.functional.jacobian,
 torch.distributions)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -308,6 +309,69 @@ def test_vae_sample_binarize_and_errors():
         build_model("variational", (1, 8, 8), net="conv", net_options={"latent_dim": None})
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+@pytest.mark.parametrize("net", NETS)
+def test_vae_iwae_loss_matches_torch_distributions(net, beta):
+    """train_samples = K > 1: the loss is -log (1/K) sum_k w_k, computed here independently with
+    torch.distributions from the same draws (beta scales log p(z)/q(z|x))."""
+    k, shape = 4, (3, 9, 7)
+    torch.manual_seed(0)
+    model = build_model("variational", shape, net=net, binarize=False, train_samples=k, beta=beta)
+    x = (torch.rand((5,) + shape, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    torch.manual_seed(7)
+    terms = model.loss(x, x)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn((k,) + tuple(mu.shape))
+        log_px = torch.stack([D.Bernoulli(logits=model.decoder(z[i]), validate_args=False).log_prob(x).sum((1, 2, 3))
+                              for i in range(k)])
+        ratio = D.Normal(0.0, 1.0).log_prob(z).sum(-1) - D.Normal(mu, std).log_prob(z).sum(-1)
+        expect = -(torch.logsumexp(log_px + beta * ratio, 0) - math.log(k)).mean()
+        iw = -(torch.logsumexp(log_px + ratio, 0) - math.log(k)).mean()
+    assert terms["loss"].item() == pytest.approx(expect.item(), rel=1e-5)
+    assert terms["neg_iw_bound"].item() == pytest.approx(iw.item(), rel=1e-5)
+    assert terms["reconstruction"].item() == pytest.approx(-log_px.mean().item(), rel=1e-5)
+    # Jensen: the K-sample bound is never above the mean of -log w over the same draws
+    assert iw.item() <= -(log_px + ratio).mean().item()
+    terms["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_vae_kl_warmup_ramps_beta_over_training_steps(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("variational", (1, 8, 8), net="dense", binarize=False, beta=2.0, kl_warmup=4)
+    x = torch.rand(5, 1, 8, 8)
+    for step in range(7):
+        torch.manual_seed(step)
+        terms = model.loss(x, x)
+        weight = 2.0 * min(1.0, step / 4)  # 0, 0.5, 1, 1.5, 2, 2, 2
+        assert terms["loss"].item() == pytest.approx(terms["reconstruction"].item() + weight * terms["kl"].item(),
+                                                     rel=1e-6), step
+        assert terms["neg_elbo"].item() == pytest.approx(terms["reconstruction"].item() + terms["kl"].item())
+    assert int(model.warmup_step) == 7
+    model.eval()  # validation does not advance the ramp, nor does a no-grad call
+    model.loss(x, x)
+    model.train()
+    with torch.no_grad():
+        model.loss(x, x)
+    assert int(model.warmup_step) == 7
+    runs.save_model(model, tmp_path)
+    assert int(runs.load_model(tmp_path).warmup_step) == 7, "the ramp's position is saved with the weights"
+    assert not hasattr(build_model("variational", (1, 8, 8), net="dense"), "warmup_step"), "no buffer when off"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("train_samples", 0, "expected train_samples an integer >= 1, found 0"),
+    ("train_samples", 2.5, "expected train_samples an integer >= 1, found 2.5"),
+    ("kl_warmup", -1, "expected kl_warmup an integer number of steps >= 0, found -1"),
+    ("kl_warmup", True, "expected kl_warmup an integer number of steps >= 0, found True")])
+def test_vae_training_options_refuse_bad_values(option, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_model("variational", (1, 8, 8), net="dense", **{option: value})
+
+
 def test_vae_binarises_only_for_bernoulli():
     torch.manual_seed(0)
     x = torch.full((4, 1, 8, 8), 0.5)
@@ -318,10 +382,13 @@ def test_vae_binarises_only_for_bernoulli():
     assert math.isfinite(build_model("variational", (1, 8, 8), net="dense").loss(x, x)["loss"].item())
 
 
-@pytest.mark.parametrize("kind", ["variational", "contractive"])
-def test_resume_is_exact_for_kinds_that_draw_in_their_loss(kind, tmp_path):
+@pytest.mark.parametrize("kind, options", [("variational", {}), ("contractive", {}),
+                                           ("variational", {"train_samples": 3, "kl_warmup": 10})],
+                         ids=["variational", "contractive", "variational-iwae-warmup"])
+def test_resume_is_exact_for_kinds_that_draw_in_their_loss(kind, options, tmp_path):
     """The checkpoint holds torch's global RNG, from which the reparameterisation and the
-    random projections draw, so an interrupted run resumes bit-identically."""
+    random projections draw (and the VAE's warm-up step count), so an interrupted run
+    resumes bit-identically."""
     from aelab.train import TrainConfig, fit
 
     x = torch.rand(96, 1, 12, 12, generator=torch.Generator().manual_seed(0))
@@ -329,7 +396,7 @@ def test_resume_is_exact_for_kinds_that_draw_in_their_loss(kind, tmp_path):
 
     def model(seed=0):
         torch.manual_seed(seed)
-        return build_model(kind, (1, 12, 12), net="dense")
+        return build_model(kind, (1, 12, 12), net="dense", **options)
 
     full = model()
     fit(full, x, None, cfg, run_dir=tmp_path / "full")
@@ -355,9 +422,10 @@ def test_any_kind_trains_with_noise_against_the_clean_image(kind):
         x_noisy = parse_noise(spec)(x, torch.Generator().manual_seed(1))
         torch.manual_seed(2)
         terms = model.loss(x_noisy, x)
-        if not hasattr(model, "posterior"):  # deterministic kinds: the term is exactly the clean-target loss
+        if not hasattr(model, "posterior"):  # deterministic decoders: the term is exactly the clean-target loss
             expected = reconstruction_loss(model(x_noisy), x, model.reconstruction)
-            assert terms["reconstruction"].item() == pytest.approx(expected.item(), rel=1e-6)
+            name = "distortion" if "distortion" in terms else "reconstruction"  # the codec's name for it
+            assert terms[name].item() == pytest.approx(expected.item(), rel=1e-6)
         torch.manual_seed(2)
         assert terms["loss"].item() != model.loss(x, x)["loss"].item()
     hist = fit(model, x, x, TrainConfig(epochs=1, batch_size=4, noise="masking:0.25", progress=False))

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  aelab train --kind denoising --net conv --epochs 5 --out runs/dae")
     _common_train(p, "runs/train")
     p.add_argument("--kind", default="denoising", help="the objective (see `aelab train --help`)")
-    p.add_argument("--net", default="conv", help="the network: conv, dense or unet (the strong denoiser)")
+    p.add_argument("--net", default="conv", help="the network: conv, dense, unet (the strong denoiser) or gdn (the codec's)")
     p.add_argument("--noise", default=None, help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25")
     p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
@@ -92,8 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce"],
                    help="the reconstruction loss (the option reconstruction=); the variational kind's likelihood")
     p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
+    p.add_argument("--lambda", dest="lmbda", type=float, default=None,
+                   help="codec kind: the distortion weight, larger = more bytes and PSNR (option lmbda=)")
     p.add_argument("--schedule", default="constant",
                    help="learning rate per step: constant (default, the tutorial) or onecycle (--lr is the peak)")
+    p.add_argument("--init", metavar="RUN", default=None,
+                   help="start from this trained run's weights (same kind, network and shape; options may "
+                        "differ, e.g. another --lambda): fine-tuning")
 
     p = sub.add_parser("denoise", formatter_class=fmt, help="clean image files or an .npz with a trained run",
                        description="example:\n  aelab denoise --run runs/reproduce noisy1.png noisy2.png --out cleaned/")
@@ -136,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "\n\nexamples:\n  aelab embed --run runs/reproduce --method tsne\n"
                        "  aelab embed --run runs/reproduce --baseline pca32 --method tsne")
     p.add_argument("--run", default=None, help="a run directory: its model gives the codes and its folder gets the files")
-    p.add_argument("--method", default="tsne", help="tsne (openTSNE, else scikit-learn), umap or pca (default tsne)")
+    p.add_argument("--method", default="tsne", help="tsne (openTSNE, else scikit-learn), umap, pca or ptsne (parametric t-SNE) (default tsne)")
     p.add_argument("--on", default="test", choices=["test", "train"], help="which split to encode (default test)")
     p.add_argument("--baseline", default=None, help="codes without a model: pcaN (e.g. pca32) or pixels")
     p.add_argument("--data", default=None, help="data source (default: what the run was trained on)")
@@ -170,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", type=lambda t: [k for k in t.split(",") if k], default=None,
                    help="comma-separated kinds or rows to run (default all), e.g. undercomplete,variational")
     p.add_argument("--iw-samples", type=int, default=1000, help="samples K of the importance-weighted bound (default 1000)")
+    p.add_argument("--vae-net", default=None, help="the variational row's network (default: --net)")
+    p.add_argument("--vae-net-option", dest="vae_net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option for the variational row only, e.g. hidden=[512,256]")
+    p.add_argument("--vae-option", dest="vae_options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyper-parameter of the variational row, e.g. kl_warmup=4690 or train_samples=5")
     p.add_argument("--jacobian-images", type=int, default=1000, help="test images for the exact ||J||_F (default 1000)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -185,6 +195,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
     p.add_argument("--steps", type=int, default=10, help="points per traversal, interpolation and manifold side")
+
+    p = sub.add_parser("rd", formatter_class=fmt, help="rate-distortion: bytes per image against PSNR/SSIM, "
+                       "learned codec vs JPEG, WebP, AVIF, PCA, PNG",
+                       description="Compress the test images to real bytes with each codec and back; write rd.json,\n"
+                       "rd.md (PSNR at ~50/~100/~200 bytes per image and every point), figures/rd_psnr.png,\n"
+                       "figures/rd_ssim.png and report.html into --out. Methods: jpeg, jpeg-scan, webp, avif,\n"
+                       "avif-payload, pca, png, xz (default all; also pca-laplace); --runs adds aelab codec runs.\n\n"
+                       "examples:\n  aelab rd --out runs/rd\n"
+                       "  aelab rd --runs runs/codec-a runs/codec-b --methods none --update --out runs/rd")
+    p.add_argument("--runs", nargs="+", default=[], metavar="DIR", help="codec run directories (one point each)")
+    p.add_argument("--methods", type=_names, default=None,
+                   help="comma-separated classical codecs (default all installed), or none")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--train-limit", type=int, default=None, help="training images PCA is fitted on (default all)")
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
+    p.add_argument("--out", default="runs/rd", help="output folder, or a run directory (default runs/rd)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other methods already in OUT/rd.json (measured on the same images)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    p = sub.add_parser("compress", formatter_class=fmt, help="images to a compact byte stream with a codec run",
+                       description="Encode images with a codec run (kind codec) and range-code the quantised latents\n"
+                       "into one file: a small header (model identity, image count, shapes) and the entropy-coded\n"
+                       "latents. Needs constriction (pip install 'aelab[codec]').\n\nexample:\n"
+                       "  aelab compress --run runs/codec-0.01 shirt.png shoe.png --out two.ael")
+    p.add_argument("--run", required=True, help="a run directory of the codec kind")
+    p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
+    p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
+
+    p = sub.add_parser("decompress", formatter_class=fmt, help="a byte stream back to PNG images",
+                       description="Decode a file written by `aelab compress` with the same run; writes 00000.png,\n"
+                       "00001.png, ... (8-bit) into --out. Another run's model is refused.\n\nexample:\n"
+                       "  aelab decompress two.ael --run runs/codec-0.01 --out decoded/")
+    p.add_argument("file", help="a file written by `aelab compress`")
+    p.add_argument("--run", default=None, help="the codec run that compressed it (default: the file's folder)")
+    p.add_argument("--out", required=True, help="output folder for the PNG files")
 
     p = sub.add_parser("data", help="look at the data")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -215,12 +262,13 @@ def _run(args, argv) -> int:
         print(m["summary"]["text"])
         print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
     elif args.command == "train":
-        aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta)) if v is not None}
+        aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta),
+                                      ("lmbda", args.lmbda)) if v is not None}
         model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                       resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                       size=args.size, net_options=dict(args.net_options), schedule=args.schedule,
-                      **{**dict(args.options), **aliases})
+                      init=args.init, **{**dict(args.options), **aliases})
         if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
             print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
         print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
@@ -253,7 +301,8 @@ def _run(args, argv) -> int:
                          limit=args.limit, kinds=args.kinds,
                          iw_samples=args.iw_samples, jacobian_images=args.jacobian_images,
                          net_options=dict(args.net_options), device=args.device, threads=args.threads,
-                         progress=args.progress, command=command_line)
+                         progress=args.progress, command=command_line, vae_net=args.vae_net,
+                         vae_net_options=dict(args.vae_net_options) or None, vae_options=dict(args.vae_options) or None)
         from .compare import markdown_table
         print(markdown_table(result["rows"]))
         print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
@@ -261,6 +310,23 @@ def _run(args, argv) -> int:
         from .generate import sample
         for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
             print(f"wrote {p}")
+    elif args.command == "rd":
+        from .rd import DEFAULT_METHODS, headline_markdown, rd
+        methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
+        result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
+                    train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
+                    command=command_line)
+        print(headline_markdown(result))
+        print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
+    elif args.command == "compress":
+        from .codec import compress_files
+        info = compress_files(args.run, args.inputs, args.out)
+        print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
+              f"({info['bytes_per_image']:.1f} per image, header included)")
+    elif args.command == "decompress":
+        from .codec import decompress_file
+        written = decompress_file(args.file, args.out, run_dir=args.run)
+        print(f"wrote {len(written)} file(s) to {args.out}/")
     elif args.command == "data":
         if args.data_command != "show":
             raise AelabError("expected `aelab data show`, found no action; see `aelab data --help`")

@@ -123,10 +123,16 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
             limit: int | None = None,
             kinds: list[str] | None = None, iw_samples: int = 1000, jacobian_images: int = 1000,
             net_options: dict | None = None, device: str = "auto", threads: int | None = None,
-            progress: bool = True, command: str | None = None) -> dict:
+            progress: bool = True, command: str | None = None, vae_net: str | None = None,
+            vae_net_options: dict | None = None, vae_options: dict | None = None) -> dict:
     """Train every kind (or the entries of ``kinds``, by kind or row name) with the same
     settings, measure each, and write ``compare.md``, ``compare.json`` and
-    ``reconstructions.png`` into ``out``; return the JSON's content."""
+    ``reconstructions.png`` into ``out``; return the JSON's content.
+
+    The variational row may differ: ``vae_net`` (another network, with ``latent_dim`` and
+    ``vae_net_options`` only), ``vae_net_options`` (on top of the shared ones) and
+    ``vae_options`` (its hyper-parameters, e.g. ``{"kl_warmup": 4690}``).
+    """
     entries = [e for e in ENTRIES if kinds is None or e.kind in kinds or e.name in kinds]
     if not entries:
         names = sorted({e.kind for e in ENTRIES} | {e.name for e in ENTRIES})
@@ -138,10 +144,16 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     shared = {"latent_dim": latent_dim, **(net_options or {})}
     noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))
     rows, recon, denoised = [], [("original", test.x[:10])], [("original", test.x[:10]), ("noisy 0.2", noisy[:10])]
+    vae_shared = shared if vae_net in (None, net) else {"latent_dim": latent_dim}
     for entry in entries:
         torch.manual_seed(seed)
-        model = build_model(entry.kind, train.input_shape, net=net, net_options={**shared, **entry.net_options},
-                            **entry.options)
+        entry_net, entry_net_options, entry_options = net, {**shared, **entry.net_options}, entry.options
+        if entry.kind == "variational":
+            entry_net = vae_net or net
+            entry_net_options = {**vae_shared, **entry.net_options, **(vae_net_options or {})}
+            entry_options = {**entry.options, **(vae_options or {})}
+        model = build_model(entry.kind, train.input_shape, net=entry_net, net_options=entry_net_options,
+                            **entry_options)
         run_config = TrainConfig(**{**asdict(config), "noise": entry.noise})
         run_dir = out / _slug(entry.name)
         record = {**asdict(run_config), "data": data, "limit": limit}
@@ -152,7 +164,8 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
         seconds = time.perf_counter() - t0
         runs.save_model(model, run_dir, train_config=record, extra={"class_names": train.class_names})
         model.eval()
-        row = {"name": entry.name, "kind": entry.kind, "options": model.options(), "net_options": model.net_options,
+        row = {"name": entry.name, "kind": entry.kind, "net": model.net, "options": model.options(),
+               "net_options": model.net_options,
                "noise": run_config.noise or model.default_noise, **measure(model, train, test, jacobian_images,
                                                                             iw_samples),
                "train_seconds": round(seconds, 1), "final_train_terms": {k: v[-1] for k, v in history["train"].items()}}
@@ -164,7 +177,8 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
         "settings": {"net": net, "net_options": shared, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                      "schedule": schedule,
                      "seed": seed, "limit": limit, "data": data, "train_images": len(train), "test_images": len(test),
-                     "iw_samples": iw_samples, "jacobian_images": min(jacobian_images, len(test))},
+                     "iw_samples": iw_samples, "jacobian_images": min(jacobian_images, len(test)),
+                     "vae_net": vae_net, "vae_net_options": vae_net_options, "vae_options": vae_options},
         "noisy_psnr_0.2": round(psnr(test.x, noisy), 3),
         "command": command,
         "rows": rows,
@@ -185,7 +199,10 @@ def _markdown(result: dict) -> str:
         "# aelab compare", "",
         f"Every kind on the `{s['net']}` network ({json.dumps(s['net_options'])}), {s['epochs']} epochs, batch "
         f"{s['batch_size']}, Adam lr {s['lr']:g} ({s['schedule']} schedule), seed {s['seed']}; {s['train_images']} training and "
-        f"{s['test_images']} test images.", "",
+        f"{s['test_images']} test images." + "".join(
+            f" The {r['name']} row: the `{r['net']}` network ({json.dumps(r['net_options'])})."
+            for r in result["rows"] if r["kind"] == "variational" and (s.get("vae_net") or s.get("vae_net_options"))),
+        "",
         markdown_table(result["rows"]), "",
         f"- PSNR/SSIM per test image then averaged; denoising with the fixed evaluation noise at 0.2 "
         f"(the noisy input scores {result['noisy_psnr_0.2']:.2f} dB).",

@@ -234,6 +234,35 @@ def reproduce_section(config: dict, metrics: dict, command: str | None = None) -
     return "".join(out)
 
 
+RD_NOTE = ("Real bytes: each codec writes its files (or one stream for a whole set) and reads them back; bytes per "
+           "image is the mean file length, PSNR and SSIM are per image then averaged (PROTOCOLS.md). Values at "
+           "~50/~100/~200 bytes are interpolated in log bytes between measured points; \"impossible\" means the "
+           "smallest file of that codec is bigger.")
+
+
+def compression_section(run_dir: Path) -> str | None:
+    """The rate-distortion table and curves of ``aelab rd`` (``rd.json``), when the run has them."""
+    path = runs.run_file(run_dir, "rd.json")
+    if not path.is_file():
+        return None
+    from .rd import rd_tables
+
+    result = runs.read_json(path)
+    out = [f'<p class="note">{html.escape(RD_NOTE)}</p>']
+    for i, (caption, header, rows) in enumerate(rd_tables(result)):
+        out.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows, cls="rd" if i == 0 else ""))
+        if i == 0:
+            out += [_figure(run_dir, "rd_psnr.png", "PSNR against bytes per image (log scale), one line per codec"),
+                    _figure(run_dir, "rd_ssim.png", "SSIM against bytes per image (log scale), one line per codec")]
+    counted = [[e["label"], e.get("counts", "")] for e in result.get("methods", {}).values()]
+    if counted:
+        out.append("<p>What each row counts:</p>" + _table(["method", "bytes counted"], counted))
+    commands = [c for c in result.get("commands", [result.get("command")]) if c]
+    if commands:
+        out.append("<p>Commands:</p><pre>" + html.escape("\n".join(commands)) + "</pre>")
+    return "".join(out)
+
+
 def _number_sections(body: str) -> str:
     """Number the sections present 1, 2, 3... (absent ones leave no gap) and put a table of
     contents after the title and summary."""
@@ -252,12 +281,14 @@ def _number_sections(body: str) -> str:
 def write_report(run_dir, command: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from whatever the run holds and return its path."""
     run_dir = Path(run_dir)
-    config = runs.read_config(run_dir)
+    rd_only = not (run_dir / runs.CONFIG).exists() and (run_dir / "rd.json").is_file()  # `aelab rd` without a model
+    config = {"model": None} if rd_only else runs.read_config(run_dir)
     metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
     history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else {}
     figs = runs.run_file(run_dir, "figures")
     model_cfg = config["model"]
-    parts = [f"<h1>aelab: {html.escape(model_cfg['kind'])} autoencoder ({html.escape(model_cfg['net'])} network)</h1>"]
+    parts = [f"<h1>aelab: {html.escape(model_cfg['kind'])} autoencoder ({html.escape(model_cfg['net'])} network)</h1>"
+             if model_cfg else "<h1>aelab: rate-distortion of image codecs</h1>"]
     summary = metrics.get("summary", {})
     if summary:
         parts.append("<p>" + html.escape(summary.get("text", "")) + "</p>")
@@ -276,7 +307,7 @@ def write_report(run_dir, command: str | None = None) -> Path:
         parts.append("<h2>1. The data</h2>" + "".join(data_parts))
 
     # 2. the model
-    model_html = model_section(config, metrics, history)
+    model_html = model_section(config, metrics, history) if model_cfg else None
     if model_html:
         parts.append("<h2>2. The model</h2>" + model_html)
 
@@ -310,8 +341,13 @@ def write_report(run_dir, command: str | None = None) -> Path:
     if latent_html:
         parts.append("<h2>5. The latent space</h2>" + latent_html)
 
-    # 6. how to reproduce
-    parts.append("<h2>6. How to reproduce</h2>" + reproduce_section(config, metrics, command))
+    # 6. compression (`aelab rd`)
+    compression_html = compression_section(run_dir)
+    if compression_html:
+        parts.append("<h2>6. Compression</h2>" + compression_html)
+
+    # 7. how to reproduce
+    parts.append("<h2>7. How to reproduce</h2>" + reproduce_section(config, metrics, command))
 
     body = _number_sections("\n".join(parts))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aelab report: {html.escape(run_dir.name)}"

@@ -23,6 +23,17 @@ x ~ Bernoulli(pixel intensity), as in Burda et al.; evaluate on a fixed binarisa
 the test set (:func:`binarize`). The logged terms: "reconstruction" (-log p(x|z), one
 sample), "kl", "neg_elbo" (their sum) and "loss" (with beta).
 
+Two training options, both off by default (they change the objective, not the model):
+
+- ``train_samples`` = K > 1 trains on the importance-weighted bound instead of the ELBO
+  (IWAE, Burda et al. 2016): loss = -log (1/K) sum_k w_k, log w_k = log p(x|z_k) +
+  beta (log p(z_k) - log q(z_k|x)), z_k ~ q(z|x); logged as "neg_iw_bound" (beta = 1) next
+  to the one-sample terms. It costs K decoder passes per image.
+- ``kl_warmup`` = S > 0 ramps the KL weight linearly from 0 to ``beta`` over the first S
+  training steps (KL annealing: Bowman et al. 2016; Sønderby et al. 2016), which keeps more
+  latent units active. The step count is a buffer saved with the weights, so a resumed
+  run continues the ramp; "neg_elbo" is always logged with the full KL.
+
 ``encode`` returns the posterior mean mu (the codes of PROTOCOLS.md); ``forward`` decodes it.
 """
 
@@ -106,7 +117,9 @@ class VariationalAutoencoder(Autoencoder):
     def __init__(self, input_shape, net="conv", net_options=None, reconstruction: str = "bce",
                  beta: float = 1.0,                # weight of the KL term (beta-VAE); 1 = the ELBO
                  likelihood_scale: float = 0.1,    # Gaussian std / Laplace scale of p(x|z) (mse / l1 only)
-                 binarize: bool | None = None):    # dynamic binarisation; None = on for bce only
+                 binarize: bool | None = None,     # dynamic binarisation; None = on for bce only
+                 train_samples: int = 1,           # K of the training objective; > 1: the IWAE bound
+                 kl_warmup: int = 0):              # training steps over which beta rises from 0 (0: none)
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         opts = {**self.net_defaults, **self.net_options}
         latent = opts.get("latent_dim")
@@ -122,6 +135,12 @@ class VariationalAutoencoder(Autoencoder):
             raise ConfigError(f"expected likelihood_scale > 0, found {likelihood_scale}")
         if binarize not in (None, True, False):
             raise ConfigError(f"expected binarize true, false or null, found {binarize!r}")
+        if isinstance(train_samples, bool) or not isinstance(train_samples, int) or train_samples < 1:
+            raise ConfigError(f"expected train_samples an integer >= 1, found {train_samples!r}; "
+                              "e.g. --option train_samples=5 (1 = the ELBO)")
+        if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, int) or kl_warmup < 0:
+            raise ConfigError(f"expected kl_warmup an integer number of steps >= 0, found {kl_warmup!r}; "
+                              "e.g. --option kl_warmup=10000 (0 = none)")
         # the same network with twice the code: the encoder's output is (mu, logvar)
         self.encoder = build_net(net, self.input_shape, **{**opts, "latent_dim": 2 * latent}).encoder
         # the decoder outputs logits when its final Sigmoid can be split off: exact Bernoulli nats
@@ -131,6 +150,10 @@ class VariationalAutoencoder(Autoencoder):
         self.beta = float(beta)
         self.likelihood_scale = float(likelihood_scale)
         self.binarize = binarize
+        self.train_samples = int(train_samples)
+        self.kl_warmup = int(kl_warmup)
+        if self.kl_warmup:  # training steps taken, saved with the weights so a resumed run continues the ramp
+            self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
 
     @property
     def binarizes(self) -> bool:
@@ -173,10 +196,34 @@ class VariationalAutoencoder(Autoencoder):
             u = torch.rand_like(x_target)
             x_in, x_target = (u < x_in).to(x_in.dtype), (u < x_target).to(x_target.dtype)
         mu, logvar = self.posterior(x_in)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
-        rec = -self.log_likelihood_z(x_target, z).mean()
+        beta = self.current_beta()
         kl = kl_standard_normal(mu, logvar).mean()
-        return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + self.beta * kl}
+        if self.train_samples == 1:
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
+            rec = -self.log_likelihood_z(x_target, z).mean()
+            return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + beta * kl}
+        # IWAE (Burda et al. 2016, eq. 8): -log (1/K) sum_k w_k, log w_k = log p(x|z_k) + beta log p(z_k)/q(z_k|x)
+        k = self.train_samples
+        z = mu + torch.exp(0.5 * logvar) * torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device)
+        x_rep = x_target.expand((k,) + tuple(x_target.shape)).reshape(-1, *x_target.shape[1:])
+        log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(k, -1)  # (K, B)
+        log_ratio = log_normal(z, 0.0, torch.zeros_like(z)) - log_normal(z, mu, logvar)
+        log_k = math.log(k)
+        iw = -(torch.logsumexp(log_px + log_ratio, 0) - log_k).mean()
+        loss = iw if beta == 1.0 else -(torch.logsumexp(log_px + beta * log_ratio, 0) - log_k).mean()
+        rec = -log_px.mean()
+        return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "neg_iw_bound": iw, "loss": loss}
+
+    def current_beta(self) -> float:
+        """The KL weight of this training step: ``beta``, ramped up linearly from 0 over the
+        first ``kl_warmup`` training steps (Sønderby et al. 2016, "Ladder variational
+        autoencoders"; Bowman et al. 2016); counts a step on each training-mode call."""
+        if not self.kl_warmup:
+            return self.beta
+        step = int(self.warmup_step)
+        if self.training and torch.is_grad_enabled():
+            self.warmup_step += 1
+        return self.beta * min(1.0, step / self.kl_warmup)
 
     # -- generation and likelihood ----------------------------------------------------------
     @torch.no_grad()

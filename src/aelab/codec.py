@@ -1,0 +1,407 @@
+"""The byte stream of the learned codec (:mod:`aelab.models.codec`): images -> bytes -> images.
+
+``compress(model, images)`` encodes the images, rounds the latents to integers and
+range-codes them, channel by channel, under the model's learned density with
+``constriction`` (a range coder on NumPy arrays; ``pip install 'aelab[codec]'``).
+``decompress(data, model)`` inverts it and decodes the integer latents with the
+synthesis transform. The stream (all integers big-endian)::
+
+    "AEL"  version (1 byte)  model id (8 bytes)            12 bytes
+    N  C H W  rank  latent dims ...                          unsigned LEB128 varints
+    CRC-32 of the payload (4 bytes)
+    payload: the range coder's 32-bit words (little-endian), to the end of the stream
+
+The model id is the first 8 bytes of SHA-256 over the model's config (canonical JSON) and
+weights, so a stream decodes only with the model that wrote it. Integer latents are exact:
+each channel codes the symbols lo..hi of its density (tails of mass < 2^-24 cut off) plus
+an escape symbol; an escaped latent follows after all channels as a side bit (above hi /
+below lo) and its distance (16 bits, uniform). The probability tables are evaluated in
+float64 from the weights and rounded to multiples of 2^-40, so encoder and decoder build
+identical tables. The decoder runs in fixed chunks of :data:`CHUNK` images, in float32 on
+the CPU, so ``decompress(compress(model, x), model)`` equals :func:`reconstruct` (model's
+own decode of the rounded latents) bit for bit on the same machine and library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+MAGIC = b"AEL"
+VERSION = 1
+CHUNK = 256                 # images per encode/decode call: fixed, so results never depend on N
+TAIL = 2.0 ** -24           # probability mass cut from each tail of a channel's table
+RADIUS = 4096               # tables are searched over the integers -RADIUS..RADIUS
+_ESCAPE_BYTES = 2           # an escaped latent's distance beyond the table, in bytes
+_GRID = 2.0 ** 40           # table probabilities are rounded to multiples of 1 / _GRID
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError:
+        raise ConfigError("the codec needs the constriction range coder, found it missing; "
+                          "install it with pip install 'aelab[codec]'") from None
+    return constriction
+
+
+def _check_codec(model):
+    from .models.codec import Codec
+
+    if not isinstance(model, Codec):
+        raise ConfigError(f"expected a model of kind 'codec', found kind {getattr(model, 'kind', type(model).__name__)!r}; "
+                          "train one with `aelab train --kind codec --net gdn --lambda 0.01`")
+    return model
+
+
+def model_id(model) -> bytes:
+    """8 bytes identifying the model: SHA-256 of its config (canonical JSON) and weights."""
+    h = hashlib.sha256(json.dumps(model.config(), sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.digest()[:8]
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def tables(model) -> list[tuple[int, np.ndarray]]:
+    """Per latent channel: (lo, probabilities of lo..hi then the escape symbol), float64."""
+    ints, pmf = model.density.pmf_table(RADIUS)  # (2R+1,), (C, 2R+1)
+    pmf = pmf.numpy()
+    out = []
+    for row in pmf:
+        left = np.cumsum(row)
+        right = np.cumsum(row[::-1])[::-1]
+        lo = int(np.searchsorted(left, TAIL, side="right"))          # first index where the left tail > TAIL
+        hi = len(row) - 1 - int(np.searchsorted(right[::-1], TAIL, side="right"))
+        if lo > hi:  # a density almost entirely outside the grid: one symbol, the rest escapes
+            lo = hi = int(np.argmax(row))
+        probs = row[lo:hi + 1]
+        escape = max(1.0 - float(probs.sum()), 2.0 * TAIL)
+        probs = np.append(probs, escape)
+        probs = np.maximum(np.round(probs * _GRID), 1.0) / _GRID
+        out.append((int(ints[lo]), probs))
+    return out
+
+
+# -- latents ------------------------------------------------------------------------------
+
+def _run_chunks(fn, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([fn(x[i:i + CHUNK].contiguous()) for i in range(0, len(x), CHUNK)])
+
+
+def latents(model, images: torch.Tensor) -> torch.Tensor:
+    """The integer latents round(encode(x)) (as float32, clamped as the model quantises), in chunks."""
+    model = _check_codec(model)
+    with _eval(model):
+        return _run_chunks(lambda b: model.quantize(model.encode(b)), images.float().cpu())
+
+
+def decode_latents(model, y_hat: torch.Tensor) -> torch.Tensor:
+    """decode(y_hat) in fixed chunks of CHUNK images, float32 on the CPU."""
+    model = _check_codec(model)
+    with _eval(model):
+        return _run_chunks(model.decode, y_hat.float().cpu()).contiguous()
+
+
+def reconstruct(model, images: torch.Tensor) -> torch.Tensor:
+    """What decompress(compress(model, images), model) gives, without the bytes."""
+    return decode_latents(model, latents(model, images))
+
+
+class _eval:
+    """The model in eval mode on the CPU for the block; its mode and device are restored."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        p = next(self.model.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.training = self.model.training
+        self.model.eval().cpu()
+
+    def __exit__(self, *exc):
+        self.model.train(self.training).to(self.device)
+        return False
+
+
+# -- the stream ---------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise DataError("the stream ends inside its header (truncated or not an aelab stream); "
+                            "compress the images again")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
+    """Range-code integer latents (N, *latent_shape) under the model's density -> uint32 words."""
+    c = _constriction()
+    y = y_hat.detach().cpu().numpy().astype(np.int64)
+    n, ch = y.shape[0], y.shape[1]
+    by_channel = np.moveaxis(y.reshape(n, ch, -1), 1, 0).reshape(ch, -1)  # (C, N * positions)
+    encoder = c.stream.queue.RangeEncoder()
+    tabs = tables(model)
+    escaped = []
+    for (lo, probs), values in zip(tabs, by_channel):
+        esc = len(probs) - 1
+        symbols = values - lo
+        outside = (symbols < 0) | (symbols >= esc)
+        escaped.append(values[outside])
+        symbols = np.where(outside, esc, symbols).astype(np.int32)
+        encoder.encode(symbols, c.stream.model.Categorical(probs, perfect=False))
+    # escapes, in channel order: side (0 = above hi, 1 = below lo), then the distance in bytes
+    sides, dists = [], []
+    for (lo, probs), values in zip(tabs, escaped):
+        hi = lo + len(probs) - 2
+        sides.append((values < lo).astype(np.int32))
+        dists.append(np.where(values < lo, lo - 1 - values, values - hi - 1))
+    if sides and sum(len(s) for s in sides):
+        side, dist = np.concatenate(sides), np.concatenate(dists)
+        if dist.max() >= 256 ** _ESCAPE_BYTES:
+            raise DataError(f"a latent lies {int(dist.max())} beyond its table, more than the stream can hold; "
+                            "the model is broken (retrain it)")
+        encoder.encode(side, c.stream.model.Uniform(2))
+        for k in reversed(range(_ESCAPE_BYTES)):
+            encoder.encode(((dist >> (8 * k)) & 0xFF).astype(np.int32), c.stream.model.Uniform(256))
+    return encoder.get_compressed()
+
+
+def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> torch.Tensor:
+    """The inverse of :func:`encode_latents`: integer latents (n, *latent_shape) as float32."""
+    c = _constriction()
+    decoder = c.stream.queue.RangeDecoder(words)
+    ch = latent_shape[0]
+    count = n * int(np.prod(latent_shape[1:], dtype=np.int64))
+    tabs = tables(model)
+    values, escapes = [], []
+    for lo, probs in tabs:
+        symbols = decoder.decode(c.stream.model.Categorical(probs, perfect=False), count).astype(np.int64)
+        esc = symbols == len(probs) - 1
+        values.append(symbols + lo)
+        escapes.append(esc)
+    total = int(sum(int(e.sum()) for e in escapes))
+    if total:
+        side = decoder.decode(c.stream.model.Uniform(2), total).astype(np.int64)
+        dist = np.zeros(total, np.int64)
+        for _ in range(_ESCAPE_BYTES):
+            dist = (dist << 8) | decoder.decode(c.stream.model.Uniform(256), total).astype(np.int64)
+        k = 0
+        for (lo, probs), v, esc in zip(tabs, values, escapes):
+            m = int(esc.sum())
+            if m:
+                hi = lo + len(probs) - 2
+                s, d = side[k:k + m], dist[k:k + m]
+                v[esc] = np.where(s == 1, lo - 1 - d, hi + 1 + d)
+                k += m
+    y = np.stack(values).reshape((ch, n) + tuple(latent_shape[1:]))
+    return torch.from_numpy(np.moveaxis(y, 0, 1).astype(np.float32)).contiguous()
+
+
+def compress(model, images: torch.Tensor) -> bytes:
+    """Images (N, C, H, W) float32 in [0, 1] -> the byte stream (header included)."""
+    from .data import check_images
+
+    model = _check_codec(model)
+    x = check_images(images, "images to compress")
+    if tuple(x.shape[1:]) != model.input_shape:
+        raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
+                        "resize them or train a codec for this shape")
+    y_hat = latents(model, x)
+    words = encode_latents(model, y_hat)
+    payload = words.astype("<u4").tobytes()
+    head = MAGIC + bytes([VERSION]) + model_id(model) + _varint(len(x))
+    head += b"".join(_varint(int(s)) for s in model.input_shape)
+    head += _varint(len(y_hat.shape) - 1) + b"".join(_varint(int(s)) for s in y_hat.shape[1:])
+    return head + struct.pack(">I", zlib.crc32(payload)) + payload
+
+
+def read_header(data: bytes) -> dict:
+    """The header fields of a stream (raises :class:`DataError` on anything malformed)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DataError(f"expected the stream as bytes, found {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 4 or data[:3] != MAGIC:
+        raise DataError("expected an aelab codec stream (starting with 'AEL'), found other data; "
+                        "pass a file written by `aelab compress`")
+    if data[3] != VERSION:
+        raise DataError(f"expected codec stream format {VERSION}, found {data[3]}; "
+                        "decode it with the aelab version that wrote it")
+    if len(data) < 12:
+        raise DataError("the stream ends inside its header (truncated); compress the images again")
+    ident = data[4:12]
+    pos = 12
+    n, pos = _read_varint(data, pos)
+    shape = []
+    for _ in range(3):
+        v, pos = _read_varint(data, pos)
+        shape.append(v)
+    rank, pos = _read_varint(data, pos)
+    if rank > 8:
+        raise DataError(f"the stream's header is damaged (latent rank {rank}); compress the images again")
+    latent = []
+    for _ in range(rank):
+        v, pos = _read_varint(data, pos)
+        latent.append(v)
+    if len(data) < pos + 4:
+        raise DataError("the stream ends inside its header (truncated); compress the images again")
+    (crc,) = struct.unpack(">I", data[pos:pos + 4])
+    return {"version": data[3], "model_id": ident, "count": n, "shape": tuple(shape),
+            "latent_shape": tuple(latent), "crc": crc, "payload_offset": pos + 4}
+
+
+def decompress(data: bytes, model) -> torch.Tensor:
+    """The byte stream -> images (N, C, H, W) float32 in [0, 1], decoded by ``model``."""
+    model = _check_codec(model)
+    head = read_header(data)
+    data = bytes(data)
+    if head["model_id"] != model_id(model):
+        raise DataError(f"this stream was written by another model (id {head['model_id'].hex()}, this one is "
+                        f"{model_id(model).hex()}); decompress with the run that compressed it")
+    if head["shape"] != model.input_shape or head["latent_shape"] != tuple(model.code_shape):
+        raise DataError(f"the stream's shapes {head['shape']} / {head['latent_shape']} do not match the model's "
+                        f"{model.input_shape} / {tuple(model.code_shape)}; the header is damaged")
+    payload = data[head["payload_offset"]:]
+    if len(payload) % 4 or zlib.crc32(payload) != head["crc"]:
+        raise DataError(f"the stream is corrupted or truncated ({len(data)} bytes, payload checksum mismatch); "
+                        "compress the images again")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        y_hat = decode_latents_stream(model, words, head["count"], head["latent_shape"])
+    except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
+        raise DataError(f"the stream could not be decoded ({type(exc).__name__}); it is corrupted, "
+                        "compress the images again") from None
+    return decode_latents(model, y_hat)
+
+
+def rd_point(model, images: torch.Tensor) -> dict:
+    """One rate-distortion point on ``images`` (PROTOCOLS.md metrics): the real stream's size,
+    header included, and PSNR / SSIM of what decompress gives back."""
+    from .metrics import psnr, ssim
+
+    x = images.float().cpu()
+    stream = compress(model, x)
+    x_hat = decompress(stream, model)
+    n = len(x)
+    h, w = model.input_shape[1:]
+    return {"images": n, "stream_bytes": len(stream), "bytes_per_image": len(stream) / n,
+            "bits_per_pixel": 8 * len(stream) / (n * h * w),
+            "psnr": psnr(x, x_hat), "ssim": ssim(x, x_hat)}
+
+
+# -- files ---------------------------------------------------------------------------------
+
+def load_codec(run_dir):
+    """The codec model of a run directory, in eval mode on the CPU."""
+    from . import runs
+
+    return _check_codec(runs.load_model(run_dir))
+
+
+def _load_inputs(inputs, shape) -> torch.Tensor:
+    from .data import check_images, load_image, load_image_folder, load_npz
+    from .use import _to_chw
+
+    c = shape[0]
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    if not inputs:
+        raise DataError("expected image files, a folder of images or one .npz to compress, found none")
+    if len(inputs) == 1 and inputs[0].suffix == ".npz":
+        return load_npz(inputs[0]).x
+    if len(inputs) == 1 and inputs[0].is_dir():
+        return load_image_folder(inputs[0]).x
+    for p in inputs:
+        if p.suffix == ".npz" or p.is_dir():
+            raise DataError(f"expected image files, or a single folder or .npz, found {p} among other inputs; "
+                            "compress it on its own")
+    return check_images(np.stack([_to_chw(load_image(p), c) for p in inputs]).astype(np.float32), "input images")
+
+
+def compress_files(run_dir, inputs, out_path) -> dict:
+    """Compress image files (or one folder of images, or one .npz) with the run's codec into
+    ``out_path``; returns {"images", "bytes", "bytes_per_image", "path"}."""
+    from . import runs
+
+    model = load_codec(run_dir)
+    x = _load_inputs(inputs, model.input_shape)
+    if tuple(x.shape[1:]) != model.input_shape:
+        raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
+                        "resize them or train a codec for this shape")
+    stream = compress(model, x)
+    path = runs.atomic_write_bytes(out_path, stream)
+    return {"images": len(x), "bytes": len(stream), "bytes_per_image": len(stream) / len(x), "path": str(path)}
+
+
+def decompress_file(path, out_dir, run_dir=None) -> list[Path]:
+    """Decode ``path`` with the run's codec into ``out_dir``: one 8-bit PNG per image
+    (00000.png, ...), or decoded.npz for images of other than 1 or 3 channels. ``run_dir``
+    defaults to the folder holding ``path`` when that is a run directory."""
+    from PIL import Image
+
+    from . import runs
+
+    path = Path(path)
+    if run_dir is None:
+        if not (path.parent / runs.CONFIG).is_file():
+            raise ConfigError(f"decompressing needs the run that compressed {path}; pass --run DIR")
+        run_dir = path.parent
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"expected a compressed file at {path}, found nothing; check the path") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
+    model = load_codec(run_dir)
+    try:
+        x_hat = decompress(data, model)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    out_dir = Path(out_dir)
+    c = x_hat.shape[1]
+    if c not in (1, 3):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=x_hat.numpy())
+        return [runs.atomic_write_bytes(out_dir / "decoded.npz", buf.getvalue())]
+    digits = max(5, len(str(len(x_hat) - 1)))
+    written = []
+    for i, img in enumerate(x_hat):
+        arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        arr = arr[0] if c == 1 else np.transpose(arr, (1, 2, 0))
+        b = io.BytesIO()
+        Image.fromarray(arr).save(b, format="PNG")
+        written.append(runs.atomic_write_bytes(out_dir / f"{i:0{digits}d}.png", b.getvalue()))
+    return written
+
+
+__all__ = ["compress", "decompress", "load_codec", "rd_point", "compress_files", "decompress_file",
+           "reconstruct", "latents", "model_id"]
