@@ -160,6 +160,12 @@ def test_interpolation_at_target_bytes():
     assert rd.at_bytes(pts[::-1], 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
     assert rd.at_bytes(pts, 30) == {"impossible": 40.0}
     assert rd.at_bytes(pts, 200) == {"beyond": 160.0}
+    # a dominated point (more bytes, lower PSNR: a less trained run) leaves the frontier
+    dominated = pts + [{"bytes_per_image": 120.0, "psnr": 25.0}]
+    assert rd.at_bytes(dominated, 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
+    frontier_end = [pts[0], {"bytes_per_image": 100.0, "psnr": 31.0}, {"bytes_per_image": 160.0, "psnr": 30.0}]
+    assert rd.at_bytes(frontier_end, 120)["value"] == pytest.approx(31.0)  # 100 B already gives more
+    assert rd.at_bytes(frontier_end, 200) == {"beyond": 160.0}
     result = {"test_images": 3, "methods": {"a": {"label": "A", "param_name": "q", "lossless": False, "points": pts},
                                             "p": {"label": "P", "param_name": "", "lossless": True,
                                                   "points": [{"bytes_per_image": 500.0, "psnr": None, "ssim": 1.0,

@@ -641,8 +641,12 @@ def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None,
 
 def at_bytes(points: list[dict], target: float, key: str = "psnr") -> dict:
     """``key`` at ``target`` bytes per image, interpolated linearly in log(bytes) between the
-    two nearest points of the curve: ``{"value": v}``, ``{"impossible": smallest}`` when the
-    smallest point is bigger than the target, ``{"beyond": largest}`` past the sweep."""
+    two nearest points of the curve's Pareto frontier: ``{"value": v}``, ``{"impossible":
+    smallest}`` when the smallest point is bigger than the target, ``{"beyond": largest}``
+    past the sweep. A point that another point beats with fewer bytes (e.g. a less trained
+    codec run) is dropped, as on an operational rate-distortion curve: at that budget the
+    smaller, better point is what one would use, so between the frontier's last point and
+    the largest measured one the value is that last point's."""
     pts = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["bytes_per_image"])
     if not pts:
         return {"none": True}
@@ -656,6 +660,10 @@ def at_bytes(points: list[dict], target: float, key: str = "psnr") -> dict:
     ub, idx = np.unique(b, return_inverse=True)
     best = np.full(len(ub), -np.inf)
     np.maximum.at(best, idx, v)
+    keep = best > np.maximum.accumulate(np.concatenate([[-np.inf], best[:-1]]))  # the Pareto frontier
+    ub, best = ub[keep], best[keep]
+    if target > ub[-1]:  # past the frontier but inside the sweep: the frontier's best needs fewer bytes
+        return {"value": float(best[-1])}
     return {"value": float(np.interp(math.log(target), np.log(ub), best))}
 
 
