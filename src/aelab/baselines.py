@@ -37,6 +37,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import ConfigError, DataError
+from .optional import NeedsOptional
 
 BASELINES: dict[str, type["Baseline"]] = {}
 
@@ -80,7 +81,7 @@ def _mean_psnr(x: np.ndarray, x_hat: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
-class Baseline(TransformerMixin, BaseEstimator):
+class Baseline(NeedsOptional, TransformerMixin, BaseEstimator):
     """A denoiser ``x_noisy -> x_hat``; subclasses implement :meth:`_denoise`."""
 
     name: ClassVar[str] = "baseline"
@@ -88,18 +89,10 @@ class Baseline(TransformerMixin, BaseEstimator):
     slow: ClassVar[bool] = False              # run on the first ``slow_limit`` test images only
     fit_images: ClassVar[int] = 200           # training pairs ``evaluate`` gives to ``fit``
     default_grid: ClassVar[tuple] = ()        # values tried by ``fit``; empty: nothing to tune
-    requires: ClassVar[tuple[str, str] | None] = None  # (module, what to pip install) when optional
     param_name: ClassVar[str] = ""            # the tuned parameter, for tables
 
     def __init__(self, grid=None):
         self.grid = grid
-
-    @classmethod
-    def available(cls) -> bool:
-        if cls.requires is None:
-            return True
-        import importlib.util
-        return importlib.util.find_spec(cls.requires[0]) is not None
 
     def _grid(self) -> tuple:
         return tuple(self.default_grid if self.grid is None else self.grid)

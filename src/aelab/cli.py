@@ -20,6 +20,15 @@ def _size(text: str):
     return parts[0] if len(parts) == 1 else tuple(parts[:2])
 
 
+def _common_io(p: argparse.ArgumentParser, out_default: str, out_help: str | None = None, threads: int | None = None):
+    """--data, --out, --threads and --no-progress, shared by the commands that load data and write runs."""
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
+    p.add_argument("--out", default=out_default, help=f"{out_help or 'run directory'} (default {out_default})")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="CPU threads for torch" + (f" (default {threads})" if threads else ""))
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
 def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = False):
     """The flags of train and reproduce; with ``fast`` the schedule flags default to None (a preset picks)."""
     p.add_argument("--epochs", type=int, default=None if fast else 10,
@@ -30,12 +39,9 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
                    help="Adam learning rate (default 1e-3" + ("; one-cycle peak 1e-2 with --fast)" if fast else ")"))
     p.add_argument("--seed", type=int, default=0, help="drives initial weights, batch order and noise")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
-    p.add_argument("--out", default=out_default, help=f"run directory (default {out_default})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _common_io(p, out_default)
 
 
 def _floats(text: str) -> list[float]:
@@ -160,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "autoencoders with the same network, code size and schedule; write compare.md, compare.json,\n"
                        "reconstructions.png, denoised.png and one run directory per kind.\n\nexample:\n"
                        "  aelab compare --net dense --latent-dim 32 --epochs 20 --out runs/compare")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
-    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    _common_io(p, "runs/compare", "output folder")
     p.add_argument("--net", default="dense", help="the network shared by every kind (default dense)")
     p.add_argument("--latent-dim", type=int, default=32, help="code size shared by the kinds (default 32)")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
@@ -182,8 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hyper-parameter of the variational row, e.g. kl_warmup=4690 or train_samples=5")
     p.add_argument("--jacobian-images", type=int, default=1000, help="test images for the exact ||J||_F (default 1000)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     p = sub.add_parser("sample", formatter_class=fmt, help="samples, latent manifold, traversals of a VAE run",
                        description="Write figures/vae_samples.png (a grid from the prior), vae_manifold.png (2-D latent\n"
@@ -209,12 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated classical codecs (default all installed), or none")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
     p.add_argument("--train-limit", type=int, default=None, help="training images PCA is fitted on (default all)")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
-    p.add_argument("--out", default="runs/rd", help="output folder, or a run directory (default runs/rd)")
+    _common_io(p, "runs/rd", "output folder, or a run directory", threads=1)
     p.add_argument("--update", action="store_true",
                    help="keep the other methods already in OUT/rd.json (measured on the same images)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     p = sub.add_parser("compress", formatter_class=fmt, help="images to a compact byte stream with a codec run",
                        description="Encode images with a codec run (kind codec) and range-code the quantised latents\n"

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import read_file_bytes
 from .errors import ConfigError, DataError
 
 MAGIC = b"AEL"
@@ -375,12 +376,7 @@ def decompress_file(path, out_dir, run_dir=None) -> list[Path]:
         if not (path.parent / runs.CONFIG).is_file():
             raise ConfigError(f"decompressing needs the run that compressed {path}; pass --run DIR")
         run_dir = path.parent
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"expected a compressed file at {path}, found nothing; check the path") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
+    data = read_file_bytes(path, "a compressed file")
     model = load_codec(run_dir)
     try:
         x_hat = decompress(data, model)

@@ -81,6 +81,18 @@ def _idx_stream(raw: bytes):
     return io.BytesIO(raw), len(raw)
 
 
+def read_file_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of ``path``; a missing or unreadable file is a one-line :class:`DataError`
+    (:class:`DataNotFoundError` when missing) saying ``what`` was expected there."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"expected {what} at {path}, found nothing; check the path") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}; check that it is a readable file") from None
+
+
 def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
     """Read one IDX file (gzipped or not) into a uint8 array, checking magic and sizes.
 
@@ -89,12 +101,7 @@ def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.nd
     Every failure is a :class:`DataError` naming the file.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataNotFoundError(f"expected an IDX file at {path}, found nothing; check the path") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}; check that it is a readable file") from None
+    raw = read_file_bytes(path, "an IDX file")
     stream, capacity = _idx_stream(raw)
     try:
         head = stream.read(4)

@@ -46,6 +46,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import ConfigError, DataError
+from .optional import NeedsOptional
 
 CODECS: dict[str, type["Codec"]] = {}
 DEFAULT_METHODS = ("jpeg", "jpeg-scan", "webp", "avif", "avif-payload", "pca", "png", "xz")
@@ -62,7 +63,7 @@ def register_codec(name: str):
     return wrap
 
 
-class Codec(BaseEstimator):
+class Codec(NeedsOptional, BaseEstimator):
     """Images (uint8, (N, C, H, W)) -> a list of byte strings -> images, at one parameter.
 
     ``compress`` returns one byte string per image (or one for the whole batch); the rate
@@ -76,18 +77,10 @@ class Codec(BaseEstimator):
     default_params: ClassVar[tuple] = ()
     lossless: ClassVar[bool] = False
     counts: ClassVar[str] = "the whole file"
-    requires: ClassVar[tuple[str, str] | None] = None  # (module, what to install) when optional
     needs_training: ClassVar[bool] = False
 
     def __init__(self, params=None):
         self.params = params
-
-    @classmethod
-    def available(cls) -> bool:
-        if cls.requires is None:
-            return True
-        import importlib.util
-        return importlib.util.find_spec(cls.requires[0]) is not None
 
     def sweep(self) -> tuple:
         return tuple(self.default_params if self.params is None else self.params)
