@@ -255,3 +255,74 @@ def test_train_cli_takes_lambda(fake_fashion, tmp_path):
     x = torch.rand(2, 1, 28, 28)
     model = codec.load_codec(out)
     assert torch.equal(codec.decompress(codec.compress(model, x), model), codec.reconstruct(model, x))
+    # a channel-prior run starts an element-prior one (--init); the reverse is refused clearly
+    common = ["--kind", "codec", "--net", "gdn", "--lambda", "0.02", "--net-option", "channels=8",
+              "--net-option", "latent_channels=4", "--data", str(fake_fashion), "--epochs", "1",
+              "--batch-size", "32", "--no-progress"]
+    element = tmp_path / "element"
+    assert main(["train", *common, "--option", "prior=element", "--init", str(out), "--out", str(element)]) == 0
+    model = codec.load_codec(element)
+    assert model.prior == "element" and model.density.channels == 4 * 4 * 4  # 28 -> 14 -> 7 -> 4
+    assert runs.read_config(element)["model"]["options"]["prior"] == "element"
+    assert torch.equal(codec.decompress(codec.compress(model, x), model), codec.reconstruct(model, x))
+    assert main(["train", *common, "--init", str(element), "--out", str(tmp_path / "back")]) == 2
+
+
+# -- the element-wise prior: one density per latent element (fixed-size images) ------------
+
+@pytest.fixture(scope="module")
+def fitted_element(fitted):
+    """The fitted model's transforms and densities, copied into a ``prior="element"`` model
+    and fitted a little more, so its densities differ from position to position."""
+    from aelab.train import TrainConfig, fit
+
+    model = _model(lmbda=0.01, prior="element")
+    model.load_state_dict(model.adapt_initial_state(fitted.state_dict()))
+    fit(model, _images(192, seed=1), None, TrainConfig(epochs=10, batch_size=32, lr=3e-3, schedule="onecycle",
+                                                      progress=False, threads=1))
+    return model.eval()
+
+
+def test_element_prior_orders_latents_channel_major():
+    model = _model(prior="element")
+    c, h, w = model.code_shape
+    assert model.density.channels == c * h * w and model.positions == h * w
+    y = torch.randn(4, c, h, w)
+    by = model.by_density(y)
+    assert by.shape == (c * h * w, 4)
+    for n, ci, i, j in ((0, 0, 0, 0), (3, 5, 2, 1), (2, 1, 0, 2)):
+        assert by[ci * h * w + i * w + j, n] == y[n, ci, i, j]
+    # the channel prior: each channel's values of all images and positions
+    shared = _model().by_density(y)
+    assert shared.shape == (c, 4 * h * w) and torch.equal(shared[2], y[:, 2].reshape(-1))
+
+
+def test_element_prior_starts_from_a_channel_prior_with_the_same_rates(fitted):
+    model = _model(prior="element")
+    model.load_state_dict(model.adapt_initial_state(fitted.state_dict()))
+    y = codec.latents(fitted, _images(30, seed=6))
+    with torch.no_grad():
+        assert torch.allclose(model.latent_bits(y), fitted.latent_bits(y), rtol=1e-5)
+    assert torch.equal(codec.reconstruct(model, _images(5)), codec.reconstruct(fitted, _images(5)))
+    # the other way round does not fit: a clear error, not a shape traceback
+    with pytest.raises(ConfigError, match="prior"):
+        _model(prior="per-pixel")
+
+
+def test_element_prior_stream_round_trips_and_matches_its_rate(fitted_element):
+    m = fitted_element
+    y = codec.latents(m, _images(40, seed=7))
+    words = codec.encode_latents(m, y)
+    assert torch.equal(codec.decode_latents_stream(m, words, len(y), tuple(y.shape[1:])), y)
+    x = _images(200, seed=5)
+    stream = codec.compress(m, x)
+    assert torch.equal(codec.decompress(stream, m), codec.reconstruct(m, x))
+    with torch.no_grad():
+        ideal = float(m.loss(x, x)["rate"]) * len(x)
+    payload_bits = 8 * (len(stream) - codec.read_header(stream)["payload_offset"])
+    assert payload_bits == pytest.approx(ideal, rel=0.03)
+    # the densities moved apart from their shared start: positions are modelled separately
+    d = m.density
+    with torch.no_grad():
+        p = d.likelihood(torch.zeros(d.channels, 1)).squeeze(1).reshape(6, -1)  # P(0) per channel, position
+    assert float((p.max(1).values - p.min(1).values).max()) > 1e-3

@@ -169,8 +169,8 @@ def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
     """Range-code integer latents (N, *latent_shape) under the model's density -> uint32 words."""
     c = _constriction()
     y = y_hat.detach().cpu().numpy().astype(np.int64)
-    n, ch = y.shape[0], y.shape[1]
-    by_channel = np.moveaxis(y.reshape(n, ch, -1), 1, 0).reshape(ch, -1)  # (C, N * positions)
+    n, d = y.shape[0], model.density.channels
+    by_channel = np.moveaxis(y.reshape(n, d, -1), 1, 0).reshape(d, -1)  # (D, N * P), as model.by_density
     encoder = c.stream.queue.RangeEncoder()
     tabs = tables(model)
     escaped = []
@@ -202,8 +202,8 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
     """The inverse of :func:`encode_latents`: integer latents (n, *latent_shape) as float32."""
     c = _constriction()
     decoder = c.stream.queue.RangeDecoder(words)
-    ch = latent_shape[0]
-    count = n * int(np.prod(latent_shape[1:], dtype=np.int64))
+    densities = model.density.channels
+    count = n * int(np.prod(latent_shape, dtype=np.int64)) // densities  # values per density
     tabs = tables(model)
     values, escapes = [], []
     for lo, probs in tabs:
@@ -225,8 +225,8 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
                 s, d = side[k:k + m], dist[k:k + m]
                 v[esc] = np.where(s == 1, lo - 1 - d, hi + 1 + d)
                 k += m
-    y = np.stack(values).reshape((ch, n) + tuple(latent_shape[1:]))
-    return torch.from_numpy(np.moveaxis(y, 0, 1).astype(np.float32)).contiguous()
+    y = np.moveaxis(np.stack(values).reshape(densities, n, -1), 0, 1).reshape((n,) + tuple(latent_shape))
+    return torch.from_numpy(y.astype(np.float32)).contiguous()
 
 
 def compress(model, images: torch.Tensor) -> bytes:

@@ -478,7 +478,7 @@ def _load_initial_weights(model: Autoencoder, run_dir) -> None:
         if mine[key] != theirs[key]:
             raise ConfigError(f"--init {run_dir} has {key} {theirs[key]!r}, this run {mine[key]!r}; start from a "
                               f"run of the same kind, network and image shape (only the kind's options may differ)")
-    state, expected = source.state_dict(), model.state_dict()
+    state, expected = model.adapt_initial_state(source.state_dict()), model.state_dict()
     if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
         raise ConfigError(f"--init {run_dir}: its weights do not fit this model (an option changes the layers); "
                           "start from a run with the same options that shape the model")

@@ -95,6 +95,11 @@ class Autoencoder(nn.Module):
         """Codes flattened to (N, D) (PROTOCOLS.md); a VAE overrides this with its posterior mean."""
         return self.encode(x).flatten(1)
 
+    def adapt_initial_state(self, state: dict) -> dict:
+        """Another run's weights, made to fit this model before ``train(init=...)`` loads them
+        (a kind whose options reshape some weights overrides this); by default unchanged."""
+        return state
+
     @classmethod
     def option_names(cls) -> list[str]:
         names = []

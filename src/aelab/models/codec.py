@@ -29,6 +29,14 @@ In eval mode (the trainer's validation) ``loss`` rounds instead of adding noise,
 logged validation "rate" is the ideal code length of the stream, in bits per image.
 Logged terms: "rate" (bits per image), "bpp" (bits per pixel), "distortion", "loss".
 
+``prior`` says what one density models: ``"channel"`` (the papers' factorised prior: one
+density per latent channel, shared by every position, so any image size works) or
+``"element"`` (one density per latent element, channel x position: still a factorised
+prior, for a fixed image size, where the statistics of a latent depend on where it sits;
+on Fashion-MNIST's centred objects it costs ~11% fewer bytes for the same latents).
+``aelab train --init`` of an element-prior run from a channel-prior one copies each
+channel's density to every position (:meth:`Codec.adapt_initial_state`).
+
 The density (appendix 6.1) of each channel is c(v) = sigmoid(f_K(... f_1(v))), with
 f_k(v) = h_k(softplus(H_k) v + b_k), h_k(t) = t + tanh(a_k) tanh(t) (k < K), h_K the
 identity (the sigmoid is applied last): positive matrices and tanh factors >= -1 make
@@ -262,20 +270,25 @@ class Codec(Autoencoder):
 
     def __init__(self, input_shape, net: str = "gdn", net_options=None, reconstruction: str = "mse",
                  lmbda: float = 0.01,                  # distortion weight: larger = more bytes, more dB
-                 straight_through: bool = True):       # decoder sees round(y) (mixed quantisation) or y + u
+                 straight_through: bool = True,        # decoder sees round(y) (mixed quantisation) or y + u
+                 prior: str = "channel"):              # one density per latent channel, or per element
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         if not (isinstance(lmbda, (int, float)) and not isinstance(lmbda, bool) and lmbda > 0
                 and math.isfinite(lmbda)):
             raise ConfigError(f"expected lmbda (--lambda) > 0, found {lmbda!r}; e.g. --lambda 0.01")
         if straight_through not in (True, False):
             raise ConfigError(f"expected straight_through true or false, found {straight_through!r}")
+        if prior not in ("channel", "element"):
+            raise ConfigError(f"expected prior channel or element, found {prior!r}; e.g. --option prior=element")
         if len(self.code_shape) not in (1, 3):
             raise ConfigError(f"the codec needs a vector or (C, H, W) code, the {net} network gives "
                               f"{self.code_shape}; use --net gdn")
         self.lmbda = float(lmbda)
         self.straight_through = bool(straight_through)
+        self.prior = prior
         self.latent_channels = int(self.code_shape[0])
-        self.density = FactorizedDensity(self.latent_channels)
+        self.positions = math.prod(self.code_shape[1:])
+        self.density = FactorizedDensity(self.latent_channels * (self.positions if prior == "element" else 1))
 
     # -- the contract ------------------------------------------------------------------------
     def quantize(self, y: torch.Tensor) -> torch.Tensor:
@@ -286,15 +299,28 @@ class Codec(Autoencoder):
         """The codec's reconstruction: decode(round(encode(x)))."""
         return self.decode(self.quantize(self.encode(x)))
 
-    def _by_channel(self, y: torch.Tensor) -> torch.Tensor:
-        """(N, C, ...) -> (C, N * positions)."""
-        return y.transpose(0, 1).reshape(self.latent_channels, -1)
+    def by_density(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, C, ...) -> (D, N * P): the values each of the D densities models, P per image
+        (prior "channel": D = C, P = positions; "element": D = C * positions, P = 1, in
+        C-major order). The byte stream codes the latents in this order."""
+        d = self.density.channels
+        return y.reshape(len(y), d, -1).transpose(0, 1).reshape(d, -1)
 
     def latent_bits(self, y: torch.Tensor) -> torch.Tensor:
         """-log2 p(y) of each image (N,), with p the density convolved with U(-1/2, 1/2)."""
-        p = self.density.likelihood(self._by_channel(y)).clamp_min(LIKELIHOOD_BOUND)  # (C, N * positions)
-        bits = -torch.log2(p).reshape(self.latent_channels, len(y), -1)
+        p = self.density.likelihood(self.by_density(y)).clamp_min(LIKELIHOOD_BOUND)  # (D, N * P)
+        bits = -torch.log2(p).reshape(self.density.channels, len(y), -1)
         return bits.sum((0, 2))
+
+    def adapt_initial_state(self, state: dict) -> dict:
+        """Weights of a run with ``prior="channel"`` start an ``"element"`` model: each channel's
+        density is copied to its every position (``aelab train --init``)."""
+        if self.prior == "element":
+            state = dict(state)
+            for key, value in state.items():
+                if key.startswith("density.") and value.shape[0] * self.positions == self.density.channels:
+                    state[key] = value.repeat_interleave(self.positions, dim=0)
+        return state
 
     def loss(self, x_in, x_target):
         y = self.encode(x_in)
