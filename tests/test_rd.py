@@ -234,3 +234,13 @@ def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
     pts = result["methods"]["aelab"]["points"]
     assert calls[0] == ("load", str(run)) and calls[1] == ("rd", (3, 1, 28, 28), torch.float32)
     assert pts[0]["param"] == 0.01 and pts[0]["stream_bytes"] == 900 and pts[0]["psnr"] == 27.0
+
+
+def test_pareto_front_drops_points_beaten_with_fewer_bytes():
+    pts = [{"bytes_per_image": b, "psnr": v} for b, v in
+           [(30, 23.7), (35, 23.4), (70, 27.7), (77, 27.3), (180, 36.6), (190, 33.6), (200, 38.1), (200, 37.0)]]
+    front = rd.pareto_front(pts)
+    assert [(p["bytes_per_image"], p["psnr"]) for p in front] == [(30, 23.7), (70, 27.7), (180, 36.6), (200, 38.1)]
+    # the same frontier that at_bytes interpolates on
+    assert rd.at_bytes(pts, 190)["value"] == pytest.approx(
+        36.6 + (38.1 - 36.6) * (np.log(190) - np.log(180)) / (np.log(200) - np.log(180)))

@@ -632,6 +632,15 @@ def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None,
 
 # -- reading the curves -------------------------------------------------------------------
 
+def pareto_front(points: list[dict], key: str = "psnr") -> list[dict]:
+    """The points no other point beats with as few bytes or fewer, by bytes per image."""
+    front: list[dict] = []
+    for p in sorted(points, key=lambda p: (p["bytes_per_image"], -p[key])):
+        if not front or p[key] > front[-1][key]:  # at equal bytes the best comes first
+            front.append(p)
+    return front
+
+
 def at_bytes(points: list[dict], target: float, key: str = "psnr") -> dict:
     """``key`` at ``target`` bytes per image, interpolated linearly in log(bytes) between the
     two nearest points of the curve's Pareto frontier: ``{"value": v}``, ``{"impossible":
@@ -643,18 +652,14 @@ def at_bytes(points: list[dict], target: float, key: str = "psnr") -> dict:
     pts = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["bytes_per_image"])
     if not pts:
         return {"none": True}
-    b = np.array([p["bytes_per_image"] for p in pts], dtype=np.float64)
-    v = np.array([p[key] for p in pts], dtype=np.float64)
-    if target < b[0] - 1e-9:
-        return {"impossible": float(b[0])}
-    if target > b[-1] + 1e-9:
-        return {"beyond": float(b[-1])}
-    # equal byte counts (two parameters giving the same files) keep the best value
-    ub, idx = np.unique(b, return_inverse=True)
-    best = np.full(len(ub), -np.inf)
-    np.maximum.at(best, idx, v)
-    keep = best > np.maximum.accumulate(np.concatenate([[-np.inf], best[:-1]]))  # the Pareto frontier
-    ub, best = ub[keep], best[keep]
+    smallest, largest = pts[0]["bytes_per_image"], pts[-1]["bytes_per_image"]
+    if target < smallest - 1e-9:
+        return {"impossible": float(smallest)}
+    if target > largest + 1e-9:
+        return {"beyond": float(largest)}
+    front = pareto_front(pts, key)  # equal byte counts keep the best value
+    ub = np.array([p["bytes_per_image"] for p in front], dtype=np.float64)
+    best = np.array([p[key] for p in front], dtype=np.float64)
     if target > ub[-1]:  # past the frontier but inside the sweep: the frontier's best needs fewer bytes
         return {"value": float(best[-1])}
     return {"value": float(np.interp(math.log(target), np.log(ub), best))}
@@ -689,6 +694,8 @@ def points_rows(result: dict) -> list[list[str]]:
     for m, e in result["methods"].items():
         for p in e["points"]:
             param = "" if p["param"] is None else f"{e['param_name']} {p['param']}"
+            if p.get("run"):  # learned codecs: several runs may share a lambda
+                param = f"{Path(p['run']).name} ({param})" if param else Path(p["run"]).name
             rows.append([e["label"], param, f"{p['bytes_per_image']:.1f}",
                          "inf (lossless)" if p["psnr"] is None else f"{p['psnr']:.2f}", f"{p['ssim']:.4f}"])
     return rows
@@ -749,8 +756,13 @@ def rd_figures(result: dict, figures_dir) -> list[Path]:
                            label=f"{e['label']}: {pts[0]['bytes_per_image']:.0f} B")
                 continue
             pts = [p for p in pts if p.get(key) is not None]
-            ax.plot([p["bytes_per_image"] for p in pts], [p[key] for p in pts], marker=markers[i % len(markers)],
+            front = pareto_front(pts, key)  # the line; points another beats with fewer bytes: faint marks
+            ax.plot([p["bytes_per_image"] for p in front], [p[key] for p in front], marker=markers[i % len(markers)],
                     ms=4, lw=2.2 if m == LEARNED else 1.4, color=f"C{i % 10}", label=e["label"])
+            rest = [p for p in pts if not any(p is q for q in front)]
+            if rest:
+                ax.plot([p["bytes_per_image"] for p in rest], [p[key] for p in rest], ls="none",
+                        marker=markers[i % len(markers)], ms=4, mfc="none", alpha=0.6, color=f"C{i % 10}")
         for t in TARGETS:
             ax.axvline(t, color="0.85", lw=0.8, zorder=0)
         ax.set_xscale("log")
