@@ -30,10 +30,11 @@ logged validation "rate" is the ideal code length of the stream, in bits per ima
 Logged terms: "rate" (bits per image), "bpp" (bits per pixel), "distortion", "loss".
 
 ``prior`` says what one density models: ``"channel"`` (the papers' factorised prior: one
-density per latent channel, shared by every position, so any image size works) or
-``"element"`` (one density per latent element, channel x position: still a factorised
-prior, for a fixed image size, where the statistics of a latent depend on where it sits;
-on Fashion-MNIST's centred objects it costs ~11% fewer bytes for the same latents).
+density per latent channel, shared by every position) or ``"element"`` (one density per
+latent element, channel x position: still a factorised prior, tied to the image size,
+for data where the statistics of a latent depend on where it sits; on Fashion-MNIST's
+centred objects it costs ~11% fewer bytes for the same latents). For a vector code, as
+the dense network's, the two are the same.
 ``aelab train --init`` of an element-prior run from a channel-prior one copies each
 channel's density to every position (:meth:`Codec.adapt_initial_state`).
 
