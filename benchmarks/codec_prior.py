@@ -23,14 +23,14 @@ from aelab.data import load_dataset
 
 
 def cross_entropy_bytes(train: np.ndarray, test: np.ndarray, alpha: float = 0.5) -> float:
-    """Bytes per test row of coding each column with its training histogram (train, test: (n, K) ints)."""
+    """Bytes of coding every test row, each column with its training histogram (train, test: (n, K) ints)."""
     bits = 0.0
     for k in range(train.shape[1]):
         lo = min(train[:, k].min(), test[:, k].min())
         hi = max(train[:, k].max(), test[:, k].max())
         counts = np.bincount(train[:, k] - lo, minlength=hi - lo + 1) + alpha
         bits += -np.log2(counts[test[:, k] - lo] / counts.sum()).sum()
-    return bits / 8 / len(test)
+    return bits / 8
 
 
 def measure(run: str, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
@@ -41,8 +41,8 @@ def measure(run: str, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
     with torch.no_grad():
         learned = float(model.latent_bits(torch.from_numpy(y_test).float()).mean()) / 8
     by_channel = lambda y: np.moveaxis(y.reshape(len(y), c, -1), 1, 2).reshape(-1, c)  # noqa: E731
-    per_channel = cross_entropy_bytes(by_channel(y_train), by_channel(y_test)) * (len(by_channel(y_test)) / n)
-    per_element = cross_entropy_bytes(y_train.reshape(len(y_train), -1), y_test.reshape(n, -1))
+    per_channel = cross_entropy_bytes(by_channel(y_train), by_channel(y_test)) / n
+    per_element = cross_entropy_bytes(y_train.reshape(len(y_train), -1), y_test.reshape(n, -1)) / n
     return {"run": run, "prior": model.prior, "learned": learned, "channel": per_channel, "element": per_element}
 
 

@@ -38,17 +38,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import ConfigError, DataError
 from .optional import NeedsOptional
+from .registry import registrar
 
 BASELINES: dict[str, type["Baseline"]] = {}
 
 
-def register_baseline(name: str):
-    """Class decorator: make a baseline available as ``name`` to ``evaluate`` and the CLI."""
-    def wrap(cls):
-        cls.name = name
-        BASELINES[name] = cls
-        return cls
-    return wrap
+register_baseline = registrar(BASELINES, "name")  # @register_baseline(name): for ``evaluate`` and the CLI
 
 
 def _as_array(x, what: str) -> np.ndarray:

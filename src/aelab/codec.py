@@ -168,13 +168,11 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
     """Range-code integer latents (N, *latent_shape) under the model's density -> uint32 words."""
     c = _constriction()
-    y = y_hat.detach().cpu().numpy().astype(np.int64)
-    n, d = y.shape[0], model.density.channels
-    by_channel = np.moveaxis(y.reshape(n, d, -1), 1, 0).reshape(d, -1)  # (D, N * P), as model.by_density
+    by_density = model.by_density(y_hat.detach().cpu()).numpy().astype(np.int64)  # (D, N * P)
     encoder = c.stream.queue.RangeEncoder()
     tabs = tables(model)
     escaped = []
-    for (lo, probs), values in zip(tabs, by_channel):
+    for (lo, probs), values in zip(tabs, by_density):
         esc = len(probs) - 1
         symbols = values - lo
         outside = (symbols < 0) | (symbols >= esc)

@@ -17,15 +17,12 @@ from torch import nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .registry import registrar
 
 NETS: dict[str, Callable[..., "NetPair"]] = {}
 
 
-def register_net(name: str):
-    def wrap(fn):
-        NETS[name] = fn
-        return fn
-    return wrap
+register_net = registrar(NETS)  # @register_net(name): a network builder (input_shape, **options) -> NetPair
 
 
 @dataclass

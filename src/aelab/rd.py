@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import ConfigError, DataError
 from .optional import NeedsOptional
+from .registry import registrar
 
 CODECS: dict[str, type["Codec"]] = {}
 DEFAULT_METHODS = ("jpeg", "jpeg-scan", "webp", "avif", "avif-payload", "pca", "png", "xz")
@@ -54,13 +55,7 @@ TARGETS = (50, 100, 200)           # bytes per image of the headline table
 LEARNED = "aelab"                  # the key of the learned codec's rows
 
 
-def register_codec(name: str):
-    """Class decorator: make a codec available to :func:`rate_distortion` as ``name``."""
-    def wrap(cls):
-        cls.name = name
-        CODECS[name] = cls
-        return cls
-    return wrap
+register_codec = registrar(CODECS, "name")  # @register_codec(name): for :func:`rate_distortion`
 
 
 class Codec(NeedsOptional, BaseEstimator):

@@ -22,18 +22,13 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..losses import RECONSTRUCTION_LOSSES, reconstruction_loss
 from ..nets import build_net
+from ..registry import registrar
 
 MODELS: dict[str, type["Autoencoder"]] = {}
 _STRUCTURAL = ("input_shape", "net", "net_options")
 
 
-def register_model(name: str):
-    """Class decorator: make a kind available as ``name`` to the CLI, loading and tests."""
-    def wrap(cls):
-        cls.kind = name
-        MODELS[name] = cls
-        return cls
-    return wrap
+register_model = registrar(MODELS, "kind")  # @register_model(name): a kind for the CLI, loading and tests
 
 
 class Autoencoder(nn.Module):
