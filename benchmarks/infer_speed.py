@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import torch
 
     import aelab
-    from aelab.evaluate import apply_model
+    from aelab.inference import apply_model
     from aelab.noise import add_evaluation_noise
 
     sys.path.insert(0, os.path.dirname(__file__))

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     import torch
 
     import aelab
-    from aelab.evaluate import apply_model
+    from aelab.inference import apply_model
     from aelab.metrics import psnr
     from aelab.noise import add_evaluation_noise
 

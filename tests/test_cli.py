@@ -38,3 +38,35 @@ def test_user_errors_are_one_line(fake_fashion, tmp_path, capsys, argv, message)
 def test_missing_data_message(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "expected the four Fashion-MNIST IDX files" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_kind_network_and_option():
+    """`aelab train --help` lists the kinds and networks from a static table (so --help needs no
+    torch); it must name every registered kind and network and every option they take."""
+    import inspect
+
+    from aelab.commands import KINDS, NETS
+    from aelab.models import MODELS
+    from aelab.nets import NETS as REGISTERED_NETS
+
+    assert set(KINDS) == set(MODELS) and set(NETS) == set(REGISTERED_NETS)
+    skip = {"self", "input_shape", "net", "net_options"}
+    for kind, cls in MODELS.items():
+        for name in inspect.signature(cls.__init__).parameters:
+            assert name in skip or name in KINDS[kind], f"kind {kind}: option {name} missing from the help"
+    for net, builder in REGISTERED_NETS.items():
+        for name in inspect.signature(builder).parameters:
+            assert name == "input_shape" or name in NETS[net], f"network {net}: option {name} missing from the help"
+
+
+def test_help_and_version_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from aelab.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['train', '--help'], ['train', '--epochs', 'x']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

@@ -237,7 +237,7 @@ def test_embed_codes_are_the_models(fake_fashion, tmp_path):
 
     run = tmp_path / "run"
     main(["train", "--data", str(fake_fashion), "--epochs", "1", "--out", str(run), "--no-progress"])
-    embed(run=run, method="pca", progress=False, report=False)
+    embed(run=run, method="pca", progress=False)
     model = load_model(run)
     x = load_dataset(str(fake_fashion), "test").x
     codes = model.codes(x).numpy()

@@ -18,7 +18,8 @@ import torch
 from aelab import data, runs
 from aelab.cli import main
 from aelab.errors import AelabError, ConfigError, DataError, DataNotFoundError, DataWarning, TrainingError
-from aelab.evaluate import apply_model, denoising_quality
+from aelab.evaluate import denoising_quality
+from aelab.inference import apply_model
 from aelab.models import build_model
 from aelab.noise import add_evaluation_noise
 from aelab.train import TrainConfig, fit

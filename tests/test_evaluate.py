@@ -14,6 +14,7 @@ from aelab.baselines import BASELINES, Baseline
 from aelab.cli import main
 from aelab.data import load_dataset
 from aelab.evaluate import evaluate
+from aelab.report import write_report
 from aelab.models import build_model
 from aelab.noise import add_evaluation_noise
 
@@ -46,6 +47,7 @@ class SlowSpy(Spy):
 
 def test_evaluate_writes_tables_figures_metrics_and_report(run):
     ev = evaluate(run, noise_factors=[0.1, 0.3], baselines=["median", "tv", "pca"], **FAST)
+    write_report(run)  # the report reads what evaluate wrote into the run
     for name in ("evaluation.md", "evaluation.json", "report.html", "figures/evaluate_psnr.png",
                  "figures/evaluate_ssim.png", "figures/evaluate_hardest.png"):
         assert (run / name).stat().st_size > 0, name

@@ -1,3 +1,5 @@
+"""``python -m aelab``: the command line."""
+
 import sys
 
 from .cli import main

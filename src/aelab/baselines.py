@@ -58,7 +58,7 @@ def _as_array(x, what: str) -> np.ndarray:
 
 def _per_image(fn, x: np.ndarray) -> np.ndarray:
     """Apply ``fn(image (H, W) or (H, W, C), sigma_hat)`` to each image of an NCHW batch."""
-    from skimage.restoration import estimate_sigma
+    from skimage.restoration import estimate_sigma  # heavy: scikit-image, loaded on first use
 
     out = np.empty_like(x)
     c = x.shape[1]
@@ -134,7 +134,7 @@ class GaussianFilter(Baseline):
     default_grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.5, 2.0)
 
     def _denoise(self, x, param):
-        from scipy.ndimage import gaussian_filter
+        from scipy.ndimage import gaussian_filter  # heavy: SciPy, loaded on first use
         return gaussian_filter(x, sigma=(0, 0, param, param))
 
 
@@ -145,7 +145,7 @@ class MedianFilter(Baseline):
     label = "median filter 3x3"
 
     def _denoise(self, x, param):
-        from scipy.ndimage import median_filter
+        from scipy.ndimage import median_filter  # heavy: SciPy, loaded on first use
         return median_filter(x, size=(1, 1, 3, 3))
 
 
@@ -158,7 +158,7 @@ class TotalVariation(Baseline):
     default_grid = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
     def _denoise(self, x, param):
-        from skimage.restoration import denoise_tv_chambolle
+        from skimage.restoration import denoise_tv_chambolle  # heavy: scikit-image, loaded on first use
         return _per_image(lambda im, s, axis: denoise_tv_chambolle(im, weight=param * s, channel_axis=axis), x)
 
 
@@ -172,7 +172,7 @@ class Wavelet(Baseline):
     requires = ("pywt", "PyWavelets")
 
     def _denoise(self, x, param):
-        from skimage.restoration import denoise_wavelet
+        from skimage.restoration import denoise_wavelet  # heavy: scikit-image, loaded on first use
         return _per_image(lambda im, s, axis: denoise_wavelet(im, sigma=param * s, method="BayesShrink", mode="soft",
                                                               rescale_sigma=True, channel_axis=axis), x)
 
@@ -186,7 +186,7 @@ class NonLocalMeans(Baseline):
     default_grid = (0.4, 0.6, 0.8, 1.0, 1.2, 1.5)
 
     def _denoise(self, x, param):
-        from skimage.restoration import denoise_nl_means
+        from skimage.restoration import denoise_nl_means  # heavy: scikit-image, loaded on first use
         return _per_image(lambda im, s, axis: denoise_nl_means(im, h=param * s, sigma=s, patch_size=5, patch_distance=6,
                                                                fast_mode=True, channel_axis=axis), x)
 
@@ -203,7 +203,7 @@ class BM3D(Baseline):
 
     def _denoise(self, x, param):
         try:
-            import bm3d
+            import bm3d  # optional: bm3d (pip install aelab[bm3d])
         except ImportError:
             raise ConfigError("the bm3d baseline needs the bm3d package, found none; "
                               "pip install 'aelab[bm3d]' (or leave bm3d out of --baselines)") from None
@@ -238,7 +238,7 @@ class PCAProjection(Baseline):
         self.random_state = random_state
 
     def fit(self, x_noisy, x_clean=None):
-        from sklearn.decomposition import PCA
+        from sklearn.decomposition import PCA  # heavy: scikit-learn, loaded on first use
 
         xn = _as_array(x_noisy, "noisy images")
         xc = xn if x_clean is None else _as_array(x_clean, "clean images")

@@ -329,7 +329,7 @@ def load_codec(run_dir):
 
 def _load_inputs(inputs, shape) -> torch.Tensor:
     from .data import check_images, load_image, load_image_folder, load_npz
-    from .use import _to_chw
+    from .inference import to_chw as _to_chw
 
     c = shape[0]
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]

@@ -29,7 +29,7 @@ import torch
 from . import plots, runs
 from .data import load_dataset
 from .errors import ConfigError
-from .evaluate import apply_model
+from .inference import apply_model
 from .metrics import jacobian_norm, knn_accuracy, near_zero_fraction, psnr, ssim
 from .models import build_model
 from .noise import add_evaluation_noise, evaluation_noise

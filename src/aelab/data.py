@@ -16,6 +16,7 @@ import math
 import os
 import struct
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,6 @@ def check_images(x, name: str = "images") -> torch.Tensor:
 def load_npz(path: str | os.PathLike) -> Dataset:
     """An ``.npz`` with images under ``x`` (or ``images``), optional ``y``/``labels`` and
     ``class_names``. (N, H, W) arrays are taken as grey; uint8 arrays are scaled by 1/255."""
-    import zipfile
 
     path = Path(path)
     try:
@@ -355,7 +355,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
     """One PNG or JPEG as float32 in [0, 1], (H, W) for grey or (H, W, 3) for colour, resized
     (bilinear) to ``size`` = (H, W) when given. Raises :class:`DataError` for anything it
     refuses (see the comment above)."""
-    from PIL import Image
+    from PIL import Image  # heavy: Pillow, only when image files are read
 
     path, size = Path(path), _check_size(size)
     if path.is_dir():

@@ -1,4 +1,4 @@
-"""Codes -> 2-D maps of the latent space, and how good each map is.
+"""2-D maps of the codes (PCA, t-SNE, UMAP, parametric t-SNE), and how good each map is.
 
 A map takes the codes of the test images (the encoder's output flattened to (N, D); a
 VAE's posterior mean, through ``model.codes``) or the codes of a baseline (``pca32``: the
@@ -40,7 +40,7 @@ import re
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,11 @@ import torch
 from . import plots, runs
 from .data import Dataset, load_dataset
 from .errors import AelabWarning, ConfigError, DataError
+from .inference import model_codes
 from .metrics import knn_cv_accuracy, trustworthiness
+from .ptsne import reduce_ptsne
+from .registry import registrar
+from .settings import MapConfig
 
 TRUST_SUBSET = 5000     # PROTOCOLS.md also names trustworthiness on the first 5,000 points of the map
 TRUST_NEIGHBORS = 10
@@ -59,48 +63,17 @@ KNN_FOLDS = 5
 INSTALL_HINT = "pip install 'aelab[embed]' (openTSNE and umap-learn)"
 
 
-@dataclass
-class MapConfig:
-    method: str = "tsne"              # one of REDUCERS: pca, tsne, umap, ptsne
-    perplexity: float = 30.0          # t-SNE's effective number of neighbours (the paper's and both libraries' default)
-    exaggeration: float | None = None  # t-SNE attraction factor after the early phase; None = 1 (plain t-SNE)
-    n_neighbors: int = 15             # UMAP's neighbourhood size (umap-learn's default)
-    min_dist: float = 0.1             # UMAP's smallest distance between points in the map (umap-learn's default)
-    seed: int = 0                     # random_state of every method: the same seed gives the same map
-    threads: int = 1                  # n_jobs for the neighbour search and the gradient
-    progress: bool = True             # a progress bar (or the library's own log) on stderr
-
-    def check(self) -> "MapConfig":
-        if self.method not in REDUCERS:
-            raise ConfigError(f"unknown map method {self.method!r}; expected one of {', '.join(REDUCERS)}")
-        if not self.perplexity > 0:
-            raise ConfigError(f"expected perplexity > 0, found {self.perplexity}; e.g. --perplexity 30")
-        if self.exaggeration is not None and not self.exaggeration > 0:
-            raise ConfigError(f"expected exaggeration > 0, found {self.exaggeration}; e.g. --exaggeration 2")
-        if not self.n_neighbors >= 2:
-            raise ConfigError(f"expected n_neighbors >= 2 for UMAP, found {self.n_neighbors}; e.g. --n-neighbors 15")
-        if not self.threads >= 1:
-            raise ConfigError(f"expected threads >= 1, found {self.threads}")
-        return self
-
-
 # --------------------------------------------------------------------------- methods
 
 REDUCERS: dict[str, Callable[[np.ndarray, MapConfig], tuple[np.ndarray, dict]]] = {}
-
-
-def register_reducer(name: str):
-    """Make a codes -> 2-D method available as ``name``; it returns the (N, 2) points and a
-    dict describing what ran (library, version, parameters)."""
-    def wrap(fn):
-        REDUCERS[name] = fn
-        return fn
-    return wrap
+# ``@register_reducer(name)``: a codes -> 2-D method; it returns the (N, 2) points and a dict
+# describing what ran (library, version, parameters)
+register_reducer = registrar(REDUCERS)
 
 
 @register_reducer("pca")
 def _pca(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
-    import sklearn
+    import sklearn  # heavy: scikit-learn, loaded on first use
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2, random_state=config.seed).fit(codes)
@@ -121,7 +94,7 @@ class _TsneBar:
         self.every = every
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # only with a progress bar: tqdm
             self.bar = tqdm(total=total, desc="t-SNE", unit="it", file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, iteration, error, embedding):
@@ -139,7 +112,7 @@ class _TsneBar:
 def _tsne(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
     perplexity = _perplexity(config, len(codes))
     try:
-        import openTSNE
+        import openTSNE  # optional: openTSNE (pip install aelab[embed])
     except ImportError:
         return _sklearn_tsne(codes, config, perplexity)
     every = 25
@@ -159,7 +132,7 @@ def _tsne(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
 
 
 def _sklearn_tsne(codes: np.ndarray, config: MapConfig, perplexity: float) -> tuple[np.ndarray, dict]:
-    import sklearn
+    import sklearn  # heavy: scikit-learn, loaded on first use
     from sklearn.manifold import TSNE
 
     warnings.warn(f"openTSNE is not installed, so t-SNE runs with scikit-learn's slower Barnes-Hut version; "
@@ -176,7 +149,7 @@ def _sklearn_tsne(codes: np.ndarray, config: MapConfig, perplexity: float) -> tu
 @register_reducer("umap")
 def _umap(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
     try:
-        import umap
+        import umap  # optional: umap-learn (pip install aelab[embed])
     except ImportError:
         raise ConfigError(f"expected umap-learn for --method umap, found it not installed; {INSTALL_HINT}, "
                           "or use --method tsne or pca") from None
@@ -194,14 +167,13 @@ def _umap(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
 @register_reducer("ptsne")
 def _ptsne(codes: np.ndarray, config: MapConfig) -> tuple[np.ndarray, dict]:
     """Parametric t-SNE (van der Maaten 2009): an MLP trained with the t-SNE loss, see :mod:`aelab.ptsne`."""
-    from .ptsne import reduce_ptsne
     return reduce_ptsne(codes, config)
 
 
 def reduce(codes, config: MapConfig | None = None, **overrides) -> tuple[np.ndarray, dict]:
     """Map ``codes`` (N, D) to the plane with ``config.method``; returns the (N, 2) float32
     points and what ran (library, version, parameters, seconds)."""
-    config = MapConfig(**{**asdict(config or MapConfig()), **overrides}).check()
+    config = MapConfig(**{**asdict(config or MapConfig()), **overrides}).check(REDUCERS)
     codes = np.ascontiguousarray(np.asarray(codes, dtype=np.float32).reshape(len(codes), -1))
     if len(codes) < 3:
         raise DataError(f"expected at least 3 codes to map, found {len(codes)}")
@@ -215,35 +187,24 @@ def reduce(codes, config: MapConfig | None = None, **overrides) -> tuple[np.ndar
 
 # --------------------------------------------------------------------------- codes
 
-@torch.no_grad()
-def model_codes(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """``model.codes(x)`` in batches on the CPU: (N, D) float32 (a VAE gives its posterior mean)."""
-    model = model.cpu().eval()
-    return torch.cat([model.codes(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]).numpy()
+CODE_SOURCES: dict[str, Callable[[int | None, torch.Tensor, Callable[[], torch.Tensor], int],
+                                  tuple[np.ndarray, str]]] = {}
+# ``@register_code_source(prefix)``: codes without a model, asked for as ``<prefix><number>``
+# (``pca32``) or ``<prefix>`` (``pixels``) with ``aelab embed --baseline``
+register_code_source = registrar(CODE_SOURCES)
 
 
-BASELINES: dict[str, Callable[[int | None, torch.Tensor, Callable[[], torch.Tensor], int], tuple[np.ndarray, str]]] = {}
-
-
-def register_baseline(prefix: str):
-    """Codes without a model: ``<prefix><number>`` (``pca32``) or ``<prefix>`` (``pixels``)."""
-    def wrap(fn):
-        BASELINES[prefix] = fn
-        return fn
-    return wrap
-
-
-@register_baseline("pixels")
+@register_code_source("pixels")
 def _pixels(size, x, train_images, seed):
     if size is not None:
         raise ConfigError(f"expected the baseline 'pixels' without a number, found 'pixels{size}'")
     return x.flatten(1).numpy(), "the pixels"
 
 
-@register_baseline("pca")
+@register_code_source("pca")
 def _pca_codes(size, x, train_images, seed):
     """The first ``size`` principal components of the pixels, fitted on the training images."""
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy: scikit-learn, loaded on first use
 
     if size is None or size < 1:
         raise ConfigError("expected the number of components after 'pca', e.g. --baseline pca32")
@@ -259,11 +220,11 @@ def baseline_codes(name: str, x: torch.Tensor, train_images: Callable[[], torch.
     """Codes of the images ``x`` from the baseline ``name`` (``pca32``, ``pixels``); returns
     (codes (N, D), a description). ``train_images`` is called when the baseline must fit."""
     m = re.fullmatch(r"([a-z_]+?)(\d*)", str(name).strip().lower())
-    if not m or m.group(1) not in BASELINES:
-        known = ", ".join(b if b == "pixels" else f"{b}N" for b in BASELINES)
+    if not m or m.group(1) not in CODE_SOURCES:
+        known = ", ".join(b if b == "pixels" else f"{b}N" for b in CODE_SOURCES)
         raise ConfigError(f"unknown baseline {name!r}; expected one of {known}, e.g. --baseline pca32")
     size = int(m.group(2)) if m.group(2) else None
-    codes, description = BASELINES[m.group(1)](size, x, train_images, seed)
+    codes, description = CODE_SOURCES[m.group(1)](size, x, train_images, seed)
     return np.asarray(codes, dtype=np.float32), description
 
 
@@ -317,21 +278,21 @@ def _save_npz(path: Path, **arrays) -> Path:
     return runs.atomic_write_bytes(path, buf.getvalue())
 
 
-def embed(run=None, method: str = "tsne", on: str = "test", baseline: str | None = None, data=None,
-          limit: int | None = None, out=None, perplexity: float = 30.0, exaggeration: float | None = None,
-          n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0, threads: int = 1,
-          progress: bool = True, command: str | None = None, report: bool = True) -> dict:
+def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: str | None = None, data=None,
+          limit: int | None = None, out=None, perplexity: float = MapConfig.perplexity,
+          exaggeration: float | None = MapConfig.exaggeration, n_neighbors: int = MapConfig.n_neighbors,
+          min_dist: float = MapConfig.min_dist, seed: int = MapConfig.seed, threads: int = MapConfig.threads,
+          progress: bool = True, command: str | None = None) -> dict:
     """Map the codes of the ``on`` images to 2-D and score the map; returns the entry it
     adds to ``metrics.json["embedding"]``.
 
     Codes come from the model of ``run`` or, with ``baseline`` (``pca32``, ``pixels``), from
     the pixels, in which case ``run`` is only where the files go (``out`` when there is no
     run). ``data`` defaults to what the run was trained on. ``limit`` keeps the first N
-    images. With ``report`` the run's ``report.html`` is rewritten when the run has a
-    config.
+    images. ``aelab embed`` then rewrites the run's ``report.html`` when the run has a config.
     """
     config = MapConfig(method=method, perplexity=perplexity, exaggeration=exaggeration, n_neighbors=n_neighbors,
-                       min_dist=min_dist, seed=seed, threads=threads, progress=progress).check()
+                       min_dist=min_dist, seed=seed, threads=threads, progress=progress).check(REDUCERS)
     if on not in ("test", "train"):
         raise ConfigError(f"expected --on test or train, found {on!r}")
     if run is None and baseline is None:
@@ -390,11 +351,8 @@ def embed(run=None, method: str = "tsne", on: str = "test", baseline: str | None
     maps = (runs.read_json(metrics_path) if metrics_path.exists() else {}).get("embedding", {})
     maps[key] = entry
     runs.update_metrics(out, embedding=maps)
-    if report and (out / runs.CONFIG).exists():
-        from .report import write_report
-        write_report(out)
     return entry
 
 
-__all__ = ["MapConfig", "REDUCERS", "BASELINES", "register_reducer", "register_baseline", "reduce",
+__all__ = ["MapConfig", "REDUCERS", "CODE_SOURCES", "register_reducer", "register_code_source", "reduce",
            "model_codes", "baseline_codes", "map_scores", "spread_indices", "embed"]

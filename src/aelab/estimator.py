@@ -162,7 +162,7 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
 
     def score(self, X, y=None) -> float:
         """The mean reconstruction PSNR on ``X`` in dB (PROTOCOLS.md): greater is better."""
-        from .evaluate import apply_model
+        from .inference import apply_model
         from .metrics import psnr
 
         check_is_fitted(self, "model_")

@@ -1,44 +1,30 @@
-"""Measuring a model: PSNR/SSIM of the noisy input and of the model's output at each
-noise factor, with the fixed evaluation noise of PROTOCOLS.md."""
+"""Measuring denoising: PSNR/SSIM of the noisy input, the model and the classical baselines at
+each noise factor, with the fixed evaluation noise of docs/protocols.md.
+
+``aelab evaluate`` writes its results into the run (``evaluation.json``, ``evaluation.md``,
+``metrics.json``, figures); the report reads them from there.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from .data import check_images
-from .metrics import quality
+from . import plots, runs
+from .baselines import BASELINES, PCAProjection, make_baseline
+from .data import check_images, load_dataset
+from .errors import ConfigError
+from .inference import apply_model
+from .metrics import psnr_per_image, quality, ssim_per_image
 from .noise import add_evaluation_noise, evaluation_noise
+from .report.tables import evaluation_markdown, slow_note
+from .settings import EvaluateConfig
 
-NOISE_FACTORS = (0.1, 0.2, 0.3, 0.5)
-
-
-def apply_model(model, x: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
-    """``model(x)`` in batches, on the model's device, returned on the CPU.
-
-    Convolutional models run on a channels-last copy (measured about 2x faster on the CPU;
-    the caller's model is left as it was, even mid-training); batches of 256 kept the CPU
-    caches warm.
-    """
-    import copy
-
-    x = check_images(x, "images")
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-    fmt = torch.channels_last if convolutional else torch.contiguous_format
-    runner = copy.deepcopy(model).eval().to(memory_format=fmt) if convolutional else model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            outs = [runner(x[i:i + batch_size].to(device).contiguous(memory_format=fmt)).float().cpu()
-                    for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs).contiguous()
+NOISE_FACTORS = EvaluateConfig.noise_factors
 
 
 def denoising_quality(model, x: torch.Tensor, factors=NOISE_FACTORS, batch_size: int = 256) -> dict:
@@ -57,8 +43,6 @@ def hardest_images(model, x: torch.Tensor, factor: float, count: int = 10, batch
     """The ``count`` images of ``x`` the model cleans worst at noise ``factor`` (fixed
     evaluation noise): their indices and PSNR after cleaning, lowest first, with the noisy
     and cleaned images -> ``(indices, psnr, x_noisy, x_hat)``."""
-    from .metrics import psnr_per_image
-
     x = check_images(x, "images")
     x_noisy = add_evaluation_noise(x, factor)
     x_hat = apply_model(model, x_noisy, batch_size)
@@ -69,75 +53,13 @@ def hardest_images(model, x: torch.Tensor, factor: float, count: int = 10, batch
 
 # -- aelab evaluate: the model of a run against the classical baselines ---------------
 
-def _slow_note(n: int, total: int) -> str:
-    return f"first {n:,} of {total:,} test images" if n < total else f"all {total:,} test images"
-
-
-def _method_rows(results: dict, factors: list[str], methods: list[str], labels: dict) -> list[list[str]]:
-    rows = []
-    for key in methods:
-        cells = [labels[key]]
-        for f in factors:
-            r = results[f].get(key)
-            cells.append(f"{r['psnr']:.2f} / {r['ssim']:.3f}" if r else "")
-        rows.append(cells)
-    return rows
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def evaluation_tables(ev: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The tables of an :func:`evaluate` result as ``(caption, header, rows)``, for Markdown and HTML."""
-    factors = [f"{f:g}" for f in ev["noise_factors"]]
-    labels = {k: m["label"] for k, m in ev["methods"].items()}
-    header = ["method (PSNR dB / SSIM)"] + [f"noise {f}" for f in factors]
-    full = [k for k, m in ev["methods"].items() if m["images"] == ev["test_images"]]
-    tables = [(f"All {ev['test_images']:,} test images", header, _method_rows(ev["results"], factors, full, labels))]
-    if ev.get("subset"):
-        n = ev["subset"]["images"]
-        tables.append((f"The first {n:,} test images (slow baselines run on these only; every method on the same "
-                       f"images)", header, _method_rows(ev["subset"]["results"], factors, list(ev["methods"]), labels)))
-    tuned = [[labels[k], ", ".join(f"{f}: {m['params'][f]:g}" for f in factors if m["params"].get(f) is not None)]
-             for k, m in ev["methods"].items() if any(v is not None for v in m.get("params", {}).values())]
-    if tuned:
-        tables.append(("Tuned parameters, per noise factor (on training images)", ["method", "parameter"], tuned))
-    if ev.get("reconstruction"):
-        tables.append(("Reconstruction (clean input)", ["method", "PSNR (dB)", "SSIM"],
-                       [[r["label"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in ev["reconstruction"].values()]))
-    pc = ev.get("per_class")
-    if pc and pc["psnr"]:
-        first = next(iter(pc["psnr"].values()))
-        keys = [k for k in ev["methods"] if k in first]  # the order of the other tables
-        tables.append((f"PSNR (dB) per class at noise {pc['noise_factor']:g}, "
-                       f"{_slow_note(pc['images'], ev['test_images'])}", ["class"] + [labels[k] for k in keys],
-                       [[c] + [f"{v[k]:.2f}" for k in keys] for c, v in pc["psnr"].items()]))
-    return tables
-
-
-def evaluation_markdown(ev: dict) -> str:
-    """The tables of :func:`evaluate` as Markdown (also the body of ``evaluation.md``)."""
-    out = [f"# Evaluation of {ev['run']}", "",
-           f"Test set, PSNR and SSIM per image then averaged (PROTOCOLS.md), fixed evaluation "
-           f"noise (seed 0) shared by every method. Baselines tuned on the first training images "
-           f"({', '.join(f'{k} {v:,}' for k, v in ev['tuning']['images'].items())}) at each noise level, "
-           f"with their own noise draw (seed {ev['tuning']['noise_seed']}), never on the test set."]
-    for caption, header, rows in evaluation_tables(ev):
-        out += ["", f"## {caption}", "", _markdown(header, rows)]
-    if ev.get("skipped"):
-        out += ["", "Skipped: " + "; ".join(f"{k} ({why})" for k, why in ev["skipped"].items())]
-    return "\n".join(out) + "\n"
-
-
 def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None = None,
-             slow_limit: int = 1000, tune_images: int | None = None, data=None, hardest: int = 8,
+             slow_limit: int = EvaluateConfig.slow_limit, tune_images: int | None = None, data=None,
+             hardest: int = EvaluateConfig.hardest,
              threads: int | None = None, progress: bool = True) -> dict:
     """Measure the model of ``run`` and every baseline at each noise factor; write the results.
 
-    For each factor the test images get the fixed evaluation noise (PROTOCOLS.md: one
+    For each factor the test images get the fixed evaluation noise (docs/protocols.md: one
     ``randn`` from seed 0, in index order), the same tensor for every method. Baselines
     (``baselines``: names from :data:`aelab.baselines.BASELINES`, None = every installed
     one) are tuned on the first training images (``tune_images``, default each baseline's
@@ -148,20 +70,8 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     ``figures/evaluate_psnr.png`` and ``evaluate_ssim.png`` (against noise factor, one line
     per method), ``figures/evaluate_hardest.png`` (the ``hardest`` images with the lowest
     PSNR after the model, at noise 0.2 or the first factor: noisy / each method / clean),
-    rewrites ``report.html``, and returns the results.
+    and returns the results (``aelab evaluate`` then rewrites ``report.html``).
     """
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    from . import plots, runs
-    from .baselines import BASELINES, PCAProjection, make_baseline
-    from .data import load_dataset
-    from .errors import ConfigError
-    from .metrics import psnr_per_image, ssim_per_image
-    from .report import write_report
-
     run = Path(run)
     config = runs.read_config(run)
     model = runs.load_model(run)
@@ -276,7 +186,7 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     for metric, unit in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
         plots.lines(factors, {methods[m]["label"]: [sub[f"{f:g}"][m][metric] for f in factors]
                               for m in order}, figs / f"evaluate_{metric}.png", xlabel="noise factor", ylabel=unit,
-                    title=f"{unit} against noise, {_slow_note(common, total)}")
+                    title=f"{unit} against noise, {slow_note(common, total)}")
     cols = [("noisy", gallery["images"]["noisy"])] + [(m, gallery["images"][m]) for m in order if m != "noisy"]
     cols.append(("clean", x[gallery["indices"]]))
     titles = [methods[m]["label"].split(" (")[0] if m in methods else m for m, _ in cols]
@@ -289,5 +199,4 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     runs.write_json(run / "evaluation.json", ev)
     runs.atomic_write_text(run / "evaluation.md", evaluation_markdown(ev))
     runs.update_metrics(run, evaluation=ev)
-    write_report(run)
     return ev

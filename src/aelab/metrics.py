@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .models.contractive import jacobian_frobenius_sq
 
 
 def psnr_per_image(x: torch.Tensor, x_hat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -110,7 +111,7 @@ def knn_cv_accuracy(points, labels, n_neighbors: int = 5, folds: int = 5, seed: 
     the smallest label) over ``folds`` shuffled folds of ``points`` (``KFold(shuffle=True,
     random_state=seed)``): how well the classes separate in the map, with no data beyond
     the points themselves."""
-    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.model_selection import KFold, cross_val_score  # heavy: scikit-learn, loaded on first use
     from sklearn.neighbors import KNeighborsClassifier
 
     points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
@@ -132,7 +133,7 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors
     """Accuracy on the test codes of a k-nearest-neighbour classifier (Euclidean, majority
     vote) fitted on the training codes: PROTOCOLS.md's kNN probe (k = 5, 60,000 train codes,
     10,000 test codes). Codes are flattened to (N, D)."""
-    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neighbors import KNeighborsClassifier  # heavy: scikit-learn, loaded on first use
 
     a, b = _flat(train_codes), _flat(test_codes)
     ya, yb = np.asarray(train_labels), np.asarray(test_labels)
@@ -147,9 +148,9 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors
 def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, max_iter: int = 1000) -> float:
     """Test accuracy of ``sklearn.linear_model.LogisticRegression`` fitted on the standardised
     training codes (PROTOCOLS.md's linear probe)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn, loaded on first use
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import StandardScaler  # heavy: scikit-learn, loaded on first use
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     return float(probe.fit(_flat(train_codes), np.asarray(train_labels)).score(_flat(test_codes), np.asarray(test_labels)))
@@ -169,8 +170,6 @@ def near_zero_fraction(codes, relative: float = 0.05) -> float:
 def jacobian_norm(model, x: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
     """The exact Frobenius norm ||J_f(x)||_F of the encoder's Jacobian (codes with respect to
     the input) for each image of ``x``, by autograd (one backward pass per code unit)."""
-    from .models.contractive import jacobian_frobenius_sq
-
     was_training = model.training
     model.eval()
     p = next(model.parameters(), None)

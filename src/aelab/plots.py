@@ -15,9 +15,9 @@ from .runs import atomic_write_bytes
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, loaded on first use
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
     return plt
 
 
@@ -165,7 +165,7 @@ def embedding_map(points, labels, class_names, path, title: str = "") -> Path:
 def draw_thumbnails(ax, points, images, indices, colors=None, zoom: float = 1.0) -> list:
     """Put ``images[i]`` at ``points[i]`` for every ``i`` in ``indices`` on ``ax`` (framed in
     ``colors[k]`` when given); returns the AnnotationBbox artists in the order of ``indices``."""
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # heavy: matplotlib, loaded on first use
 
     artists = []
     for k, i in enumerate(np.asarray(indices, dtype=np.int64)):

@@ -192,7 +192,7 @@ class ParametricTSNE:
                 steps[-2:] = [(steps[-2][0], n)]
             bar = None
             if c.progress:
-                from tqdm.auto import tqdm
+                from tqdm.auto import tqdm  # only with a progress bar: tqdm
                 bar = tqdm(total=c.epochs, desc="parametric t-SNE", unit="epoch", file=sys.stderr, dynamic_ncols=True)
             self.history_ = []
             t0 = time.perf_counter()

@@ -16,7 +16,8 @@ import torch
 
 from . import distributed, plots, runs
 from .data import load_dataset
-from .evaluate import NOISE_FACTORS, apply_model, denoising_quality, hardest_images
+from .evaluate import NOISE_FACTORS, denoising_quality, hardest_images
+from .inference import apply_model
 from .models import build_model
 from .nets import count_parameters, describe
 from .noise import add_evaluation_noise

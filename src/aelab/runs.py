@@ -1,4 +1,4 @@
-"""A run on disk (DESIGN.md): ``config.json``, ``model.safetensors``, ``history.json``,
+"""A run on disk: ``config.json``, ``model.safetensors``, ``history.json``,
 ``metrics.json``, ``figures/``, ``report.html``; plus ``checkpoint.pt`` (training state for
 ``--resume``, loaded with ``weights_only=True``).
 
@@ -9,14 +9,20 @@ or the new one, never a torn one. Nothing user-facing is pickled.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from .errors import ConfigError
+from .models import build_model
+from .version import __version__
 
 FORMAT_VERSION = 1
 _UMASK = os.umask(0)
@@ -111,8 +117,6 @@ def read_json(path) -> dict:
 
 def check_keys(section: dict, known, where: str) -> None:
     """Refuse a key of ``section`` that is not in ``known``, naming the closest valid one."""
-    import difflib
-
     known = sorted(known)
     for key in section:
         if key not in known:
@@ -129,18 +133,15 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: torch.nn.Module, path) -> Path:
-    from safetensors.torch import save
-
-    return atomic_write_bytes(path, save(_state_dict(model), metadata={"format": "pt"}))
+    """The model's weights as a safetensors file, written atomically."""
+    return atomic_write_bytes(path, save_safetensors(_state_dict(model), metadata={"format": "pt"}))
 
 
 def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
+    """Load a safetensors file into ``model``; a damaged or mismatched file is a one-line error."""
     path = Path(path)
     try:
-        state = load(path.read_bytes())
+        state = load_safetensors(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"expected weights at {path}, found nothing; the run did not finish "
                           "training (resume it with --resume)") from None
@@ -166,8 +167,6 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
 
 def save_model(model, run_dir, train_config: dict | None = None, extra: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``run_dir``."""
-    from . import __version__
-
     run_dir = Path(run_dir)
     config = {"format_version": FORMAT_VERSION, "aelab_version": __version__,
               "model": getattr(model, "module", model).config()}
@@ -195,7 +194,6 @@ def read_config(run_dir) -> dict:
         raise ConfigError(f"{path}: written by a newer aelab (format {version}, this one reads "
                           f"up to {FORMAT_VERSION}); upgrade aelab with pip install -U aelab")
     if not isinstance(config.get("model"), dict):
-        import difflib
         close = difflib.get_close_matches("model", [str(k) for k in config if k != "model"], n=1)
         hint = f" (is {close[0]!r} a misspelling of 'model'?)" if close else ""
         raise ConfigError(f"{path}: expected a 'model' section, found none{hint}; the file is damaged, "
@@ -225,8 +223,6 @@ def check_model_config(model_config: dict, where: str = "config.json 'model'") -
 
 
 def model_from_config(model_config: dict):
-    from .models import build_model
-
     check_model_config(model_config)
     return build_model(model_config["kind"], model_config["input_shape"], net=model_config.get("net", "conv"),
                        net_options=model_config.get("net_options"), **model_config.get("options", {}))
@@ -271,3 +267,8 @@ def run_file(run_dir, name: str) -> Path:
     figure that is a link to a file elsewhere is refused, not read)."""
     inside(run_dir, name)
     return Path(run_dir) / name
+
+
+def has_config(run_dir) -> bool:
+    """Whether ``run_dir`` is a training run (it holds a ``config.json``)."""
+    return run_file(run_dir, CONFIG).is_file()

@@ -1,27 +1,69 @@
-"""Using a trained run: clean image files or an ``.npz`` and write the results beside a
-side-by-side figure; draw the sample grids of a data set."""
+"""Applying a trained model: batched forward passes, codes, and cleaning image files."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import plots, runs
-from .data import check_images, load_dataset, load_image, load_npz
+from .data import check_images, load_image, load_npz
 from .errors import DataError
-from .evaluate import apply_model
-from .noise import add_evaluation_noise
 
 
-def _to_chw(a: np.ndarray, channels: int) -> np.ndarray:
+def apply_model(model, x: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
+    """``model(x)`` in batches, on the model's device, returned on the CPU.
+
+    Convolutional models run on a channels-last copy (measured about 2x faster on the CPU;
+    the caller's model is left as it was, even mid-training); batches of 256 kept the CPU
+    caches warm.
+    """
+    x = check_images(x, "images")
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    fmt = torch.channels_last if convolutional else torch.contiguous_format
+    runner = copy.deepcopy(model).eval().to(memory_format=fmt) if convolutional else model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            outs = [runner(x[i:i + batch_size].to(device).contiguous(memory_format=fmt)).float().cpu()
+                    for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).contiguous()
+
+
+@torch.no_grad()
+def model_codes(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """``model.codes(x)`` in batches on the CPU: (N, D) float32 (a VAE gives its posterior mean)."""
+    model = model.cpu().eval()
+    return torch.cat([model.codes(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]).numpy()
+
+
+def to_chw(a: np.ndarray, channels: int) -> np.ndarray:
     """(H, W) or (H, W, 3) floats in [0, 1] -> (channels, H, W)."""
     a = a[:, :, None] if a.ndim == 2 else a
     if a.shape[2] != channels:
         a = a.mean(axis=2, keepdims=True) if channels == 1 else np.repeat(a, channels, axis=2)
     return np.transpose(a, (2, 0, 1))
+
+
+def png_bytes(img: torch.Tensor) -> bytes:
+    """One (C, H, W) image in [0, 1] as 8-bit PNG bytes (grey for one channel, RGB for three)."""
+    from PIL import Image  # heavy: Pillow, only when files are written
+
+    arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    b = io.BytesIO()
+    Image.fromarray(arr).save(b, format="PNG")
+    return b.getvalue()
 
 
 def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None,
@@ -48,7 +90,7 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
             same = [str(p) for p in inputs if p.stem == twice]
             raise DataError(f"expected input images with distinct names, found {twice!r} twice ({', '.join(same[:2])}); "
                             "rename one or denoise them in two calls with different --out")
-        arrays = [_to_chw(load_image(p, (h, w)), c) for p in inputs]
+        arrays = [to_chw(load_image(p, (h, w)), c) for p in inputs]
         x = check_images(np.stack(arrays), "input images")
         names = [p.stem for p in inputs]
     if tuple(x.shape[1:]) != model.input_shape:
@@ -60,28 +102,11 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
         np.savez_compressed(buf, x=x_hat.numpy())
         runs.atomic_write_bytes(out / "denoised.npz", buf.getvalue())
     else:
-        from PIL import Image
         for name, img in zip(names, x_hat):
-            arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-            arr = arr[0] if c == 1 else np.transpose(arr, (1, 2, 0))
-            b = io.BytesIO()
-            Image.fromarray(arr).save(b, format="PNG")
-            runs.atomic_write_bytes(out / f"{name}.denoised.png", b.getvalue())
+            runs.atomic_write_bytes(out / f"{name}.denoised.png", png_bytes(img))
     plots.rows([("input", x[:10]), ("cleaned", x_hat[:10])], out / "side_by_side.png",
                titles=names[:10] if names else None)
     return out
 
 
-def show_data(data: str | None = None, out: str | os.PathLike = "runs/data", noise_factor: float = 0.2,
-              split: str = "train", count: int = 50) -> list[Path]:
-    """Draw the first ``count`` images of a split, titled with class names, clean and noisy."""
-    ds = load_dataset(data, split, limit=count)
-    titles = [ds.class_names[i] if i < len(ds.class_names) else str(i) for i in ds.y.tolist()]
-    out = Path(out)
-    a = plots.image_grid(ds.x, out / "samples.png", titles=titles)
-    b = plots.image_grid(add_evaluation_noise(ds.x, noise_factor), out / "noisy_samples.png", titles=titles,
-                         suptitle=f"noise factor {noise_factor:g}")
-    return [a, b]
-
-
-__all__ = ["denoise", "show_data"]
+__all__ = ["apply_model", "model_codes", "to_chw", "png_bytes", "denoise"]

@@ -1,4 +1,4 @@
-"""Run directory -> ``report.html``: one self-contained page (images embedded as data
+"""The report page: run directory -> ``report.html``, one self-contained page (images embedded as data
 URIs, no network) that reads like an experiment report, with measured numbers.
 
 Sections without data are left out, not shown empty.
@@ -15,34 +15,20 @@ import statistics
 import sys
 from pathlib import Path
 
-from . import runs
-from .errors import AelabError
+import torch
+
+from .. import plots, runs
+from ..errors import AelabError
+from ..models import MODELS
+from ..nets import count_parameters, describe
+from ..version import __version__
+from .tables import evaluation_tables, fmt as _fmt, html_table as _table
 
 
 def _img(path: Path, alt: str) -> str:
     # a figure that is a link to a file elsewhere (a key, a password file) is refused, not embedded
     data = base64.b64encode(runs.run_file(path.parent, path.name).read_bytes()).decode("ascii")
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-
-_NUM = ' class="num"'
-
-
-def _numeric(cell) -> bool:
-    """Numbers (and numbers with a unit) are right-aligned, words left-aligned."""
-    return isinstance(cell, (int, float)) or bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?(dB|s|%))?",
-                                                                 str(cell)))
-
-
-def _table(header: list[str], rows: list[list], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td{_NUM if _numeric(c) else ''}>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _fmt(v, digits=2):
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else str(v)
 
 
 CSS = """
@@ -77,8 +63,6 @@ def _figure(run_dir: Path, name: str, alt: str) -> str:
 
 def _kind_doc(kind: str) -> str | None:
     """The docstring that states a kind's loss: its class's own, else its module's."""
-    from .models import MODELS
-
     cls = MODELS.get(kind)
     if cls is None:
         return None
@@ -89,8 +73,6 @@ def _kind_doc(kind: str) -> str | None:
 def model_section(config: dict, metrics: dict, history: dict) -> str | None:
     """The network as a table of layers (output shape, parameters), the loss and its terms,
     the options and the training settings."""
-    from .nets import count_parameters, describe
-
     model_cfg = config["model"]
     info = metrics.get("model", {})
     layers, params = info.get("layers"), info.get("parameters")
@@ -136,8 +118,6 @@ def model_section(config: dict, metrics: dict, history: dict) -> str | None:
 def training_section(run_dir: Path, metrics: dict, history: dict) -> str | None:
     """Loss curves per term (drawn from history.json when the run has no figure yet) and the
     time of each epoch."""
-    from . import plots
-
     train = history.get("train", {})
     if not train:
         return None
@@ -214,13 +194,7 @@ def latent_section(run_dir: Path, metrics: dict) -> str | None:
 
 def reproduce_section(config: dict, metrics: dict, command: str | None = None) -> str:
     """The exact commands that made this run and its maps, the versions, the timing."""
-    from . import __version__
-
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch_version = "?"
+    torch_version = torch.__version__
     commands = [command or config.get("command")]
     commands += [e.get("command") for e in metrics.get("embedding", {}).values()]
     commands = [c for c in dict.fromkeys(commands) if c]
@@ -245,7 +219,7 @@ def compression_section(run_dir: Path) -> str | None:
     path = runs.run_file(run_dir, "rd.json")
     if not path.is_file():
         return None
-    from .rd import rd_tables
+    from ..rd import rd_tables  # TODO(merge): the rd tables move into report.tables
 
     result = runs.read_json(path)
     out = [f'<p class="note">{html.escape(RD_NOTE)}</p>']
@@ -323,7 +297,6 @@ def write_report(run_dir, command: str | None = None) -> Path:
         den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (PROTOCOLS.md), "
                          "fixed evaluation noise (seed 0).</p>" + table)
     if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
-        from .evaluate import evaluation_tables
         for caption, header, rows in evaluation_tables(metrics["evaluation"]):
             den_parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
     if (figs / "denoised.png").exists():

@@ -1,0 +1,399 @@
+"""The subcommands' flags and what each runs: one ``_NAME_args(parser)`` and one ``_NAME(args, command_line)`` each.
+
+Each handler imports the library when it runs (torch and friends are heavy), so building
+the parser stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+
+from .errors import AelabError
+from .settings import COMPARE, EMBED, EVALUATE, REPRODUCE_FAST, TRAIN
+
+FMT = argparse.RawDescriptionHelpFormatter
+
+# What `aelab train --help` lists; tests/test_cli.py checks it against the registries.
+KINDS = {
+    "undercomplete": "L1 reconstruction, a code smaller than the image; options reconstruction=l1|mse|bce",
+    "sparse": "wide code with an L1 or KL(rho||rho_hat) activation penalty; options penalty=l1|kl, "
+              "sparsity_weight, sparsity_target, reconstruction",
+    "contractive": "squared Frobenius norm of the encoder's Jacobian; options contractive_weight, "
+                   "jacobian=auto|closed_form|autograd|projection, projections, reconstruction",
+    "denoising": "corrupt the input (gaussian:0.2 by default), compare with the clean image; option reconstruction",
+    "variational": "Gaussian posterior, reparameterised, the ELBO; options beta, likelihood_scale, kl_warmup, "
+                   "train_samples, binarize, reconstruction (the likelihood: bce|mse|l1)",
+    "codec": "learned image codec (rate + lambda * distortion); options lmbda, straight_through, "
+             "prior=channel|element, reconstruction",
+}
+NETS = {
+    "conv": "the Keras tutorial's Conv2d encoder / ConvTranspose2d decoder; channels, latent_dim, code_activation",
+    "dense": "fully connected; hidden, latent_dim, code_activation",
+    "unet": "a small U-Net with a residual output (the strong denoiser); widths, residual, latent_dim, "
+            "code_activation",
+    "gdn": "Balle et al.'s GDN transforms (the codec's); channels, latent_channels, stages, kernel, nonlinearity, "
+           "latent_dim, code_activation",
+}
+
+
+def catalogue() -> str:
+    """The kinds and networks, as `aelab train --help` ends."""
+    def entry(name, text):
+        return textwrap.fill(text, width=100, initial_indent=f"  {name:<14} ", subsequent_indent=" " * 17)
+    return "\n\n".join(title + ":\n" + "\n".join(entry(k, v) for k, v in table.items())
+                       for title, table in (("kinds (--kind)", KINDS), ("networks (--net)", NETS)))
+
+
+# -- argument types ----------------------------------------------------------------------
+
+def _size(text: str):
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W or one number, found {text!r}") from None
+    return parts[0] if len(parts) == 1 else tuple(parts[:2])
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,0.2, found {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _kv(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, found {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+# -- shared flags ------------------------------------------------------------------------
+
+def _common_io(p: argparse.ArgumentParser, out_default: str, out_help: str | None = None, threads: int | None = None):
+    """--data, --out, --threads and --no-progress, shared by the commands that load data and write runs."""
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
+    p.add_argument("--out", default=out_default, help=f"{out_help or 'run directory'} (default {out_default})")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="CPU threads for torch" + (f" (default {threads})" if threads else ""))
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = False):
+    """The flags of train and reproduce; with ``fast`` the schedule flags default to None (a preset picks)."""
+    fast_note = (lambda text: f"; {text} with --fast)") if fast else (lambda text: ")")
+    p.add_argument("--epochs", type=int, default=None if fast else TRAIN.epochs,
+                   help=f"passes over the training set (default {TRAIN.epochs}" + fast_note(REPRODUCE_FAST.epochs))
+    p.add_argument("--batch-size", type=int, default=None if fast else TRAIN.batch_size,
+                   help=f"images per step (default {TRAIN.batch_size}, as the tutorial"
+                        + fast_note(REPRODUCE_FAST.batch_size))
+    p.add_argument("--lr", type=float, default=None if fast else TRAIN.lr,
+                   help=f"Adam learning rate (default {TRAIN.lr:g}"
+                        + fast_note(f"one-cycle peak {REPRODUCE_FAST.lr:g}"))
+    p.add_argument("--seed", type=int, default=TRAIN.seed, help="drives initial weights, batch order and noise")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--device", default=TRAIN.device, help="auto (CUDA when present), cpu or cuda")
+    _common_io(p, out_default)
+
+
+# -- the subcommands: flags, then what runs ----------------------------------------------
+
+def _reproduce_args(p):
+    _common_train(p, "runs/reproduce", fast=True)
+    p.add_argument("--noise-factor", type=float, default=0.2, help="Gaussian noise factor (default 0.2)")
+    p.add_argument("--fast", action="store_true",
+                   help=f"time to quality: batch {REPRODUCE_FAST.batch_size}, one-cycle lr {REPRODUCE_FAST.lr:g}, "
+                        f"{REPRODUCE_FAST.epochs} epochs (the tutorial's quality in less CPU)")
+
+
+def _reproduce(args, command_line):
+    from . import distributed  # heavy: torch
+    from .reproduce import reproduce
+
+    distributed.setup(args.device)  # joins the process group under torchrun; no-op otherwise
+    m = reproduce(out=args.out, epochs=args.epochs, noise_factor=args.noise_factor, batch_size=args.batch_size,
+                  lr=args.lr, seed=args.seed, limit=args.limit, data=args.data, resume=args.resume,
+                  device=args.device, threads=args.threads, progress=args.progress, command=command_line,
+                  fast=args.fast)
+    print(m["summary"]["text"])
+    print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
+
+
+def _train_args(p):
+    _common_train(p, "runs/train")
+    p.add_argument("--kind", default="denoising", help="the objective (default denoising; the kinds are listed below)")
+    p.add_argument("--net", default="conv", help="the network (default conv; listed below)")
+    p.add_argument("--noise", default=None, help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25 "
+                                                 "(default: the kind's own, gaussian:0.2 for denoising)")
+    p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
+    p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
+    p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a kind's hyper-parameter, e.g. reconstruction=mse (repeatable)")
+    p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce"],
+                   help="the reconstruction loss (the option reconstruction=); the variational kind's likelihood")
+    p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
+    p.add_argument("--lambda", dest="lmbda", type=float, default=None,
+                   help="codec kind: the distortion weight, larger = more bytes and PSNR (option lmbda=)")
+    p.add_argument("--schedule", default=TRAIN.schedule,
+                   help="learning rate per step: constant (default, the tutorial) or onecycle (--lr is the peak)")
+    p.add_argument("--init", metavar="RUN", default=None,
+                   help="start from this trained run's weights (same kind, network and shape; options may "
+                        "differ, e.g. another --lambda): fine-tuning")
+
+
+def _train(args, command_line):
+    from . import distributed  # heavy: torch
+    from .train import train
+
+    distributed.setup(args.device)  # joins the process group under torchrun; no-op otherwise
+    aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta),
+                                  ("lmbda", args.lmbda)) if v is not None}
+    model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
+                  resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
+                  size=args.size, net_options=dict(args.net_options), schedule=args.schedule,
+                  init=args.init, **{**dict(args.options), **aliases})
+    if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
+        print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
+    print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
+
+
+def _denoise_args(p):
+    p.add_argument("--run", required=True, help="a run directory")
+    p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) or one .npz")
+    p.add_argument("--out", default=None, help="output folder (default RUN/denoised)")
+
+
+def _denoise(args, command_line):
+    from .inference import denoise  # heavy: torch
+
+    print(f"wrote {denoise(args.run, args.inputs, out=args.out)}/")
+
+
+def _evaluate_args(p):
+    p.add_argument("--run", required=True, help="a run directory")
+    p.add_argument("--noise-factors", type=_floats, default=list(EVALUATE.noise_factors),
+                   help="comma-separated Gaussian noise factors (default "
+                        + ",".join(f"{f:g}" for f in EVALUATE.noise_factors) + ")")
+    p.add_argument("--baselines", type=_names, default=None,
+                   help="comma-separated baselines (default: every installed one): gaussian, median, tv, wavelet, "
+                   "nlmeans, bm3d, pca")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--slow-limit", type=int, default=EVALUATE.slow_limit,
+                   help=f"slow baselines (BM3D) run on the first N test images (default {EVALUATE.slow_limit}, "
+                        "docs/protocols.md)")
+    p.add_argument("--tune-images", type=int, default=None,
+                   help="training images to tune each baseline on (default: 200; PCA 20,000)")
+    p.add_argument("--data", default=None, help="the data (default: the run's)")
+    p.add_argument("--hardest", type=int, default=EVALUATE.hardest,
+                   help=f"images in the gallery of the hardest (default {EVALUATE.hardest})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
+
+
+def _evaluate(args, command_line):
+    from .evaluate import evaluate  # heavy: torch, scikit-image
+    from .report import write_report
+    from .report.tables import evaluation_markdown
+
+    ev = evaluate(run=args.run, noise_factors=args.noise_factors, baselines=args.baselines, limit=args.limit,
+                  slow_limit=args.slow_limit, tune_images=args.tune_images, data=args.data,
+                  hardest=args.hardest, threads=args.threads, progress=args.progress)
+    write_report(args.run)
+    print(evaluation_markdown(ev))
+    print(f"wrote {args.run}/ (evaluation.md, evaluation.json, figures/evaluate_*.png, report.html)")
+
+
+def _report_args(p):
+    p.add_argument("--run", required=True, help="a run directory (a training run, or an `aelab rd` folder)")
+
+
+def _report(args, command_line):
+    from .report import write_report  # heavy: torch
+
+    print(f"wrote {write_report(args.run)}")
+
+
+def _embed_args(p):
+    p.add_argument("--run", default=None, help="a run directory: its model gives the codes and its folder gets the files")
+    p.add_argument("--method", default=EMBED.method,
+                   help="tsne (openTSNE, else scikit-learn), umap, pca or ptsne (parametric t-SNE) "
+                        f"(default {EMBED.method})")
+    p.add_argument("--on", default="test", choices=["test", "train"], help="which split to encode (default test)")
+    p.add_argument("--baseline", default=None, help="codes without a model: pcaN (e.g. pca32) or pixels")
+    p.add_argument("--data", default=None, help="data source (default: what the run was trained on)")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
+    p.add_argument("--out", default=None, help="where the files go (default: the run directory)")
+    p.add_argument("--perplexity", type=float, default=EMBED.perplexity,
+                   help=f"t-SNE perplexity (default {EMBED.perplexity:g})")
+    p.add_argument("--exaggeration", type=float, default=EMBED.exaggeration,
+                   help="t-SNE exaggeration after the early phase (default 1)")
+    p.add_argument("--n-neighbors", type=int, default=EMBED.n_neighbors,
+                   help=f"UMAP neighbourhood size (default {EMBED.n_neighbors})")
+    p.add_argument("--min-dist", type=float, default=EMBED.min_dist,
+                   help=f"UMAP minimum distance (default {EMBED.min_dist:g})")
+    p.add_argument("--seed", type=int, default=EMBED.seed, help="random state of the map")
+    p.add_argument("--threads", type=int, default=EMBED.threads, help=f"CPU threads (default {EMBED.threads})")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _embed(args, command_line):
+    from . import runs  # heavy: torch
+    from .embed import embed
+    from .report import write_report
+
+    e = embed(run=args.run, method=args.method, on=args.on, baseline=args.baseline, data=args.data,
+              limit=args.limit, out=args.out, perplexity=args.perplexity, exaggeration=args.exaggeration,
+              n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, threads=args.threads,
+              progress=args.progress, command=command_line)
+    out = args.out if args.out is not None else args.run
+    if out is not None and runs.has_config(out):
+        write_report(out)
+    print(f"{e['source']} + {e['method']} on {e['points']:,} {e['split']} images: trustworthiness@"
+          f"{e['trustworthiness_neighbors']} {e['trustworthiness']:.4f}, 2-D kNN-{e['knn_neighbors']} "
+          f"{e['knn_accuracy']:.4f} (codes {e['codes_knn_accuracy']:.4f}), map {e['seconds_map']:.1f} s")
+    print("wrote " + ", ".join(e["files"]))
+
+
+def _compare_args(p):
+    _common_io(p, "runs/compare", "output folder")
+    p.add_argument("--net", default=COMPARE.net, help=f"the network shared by every kind (default {COMPARE.net})")
+    p.add_argument("--latent-dim", type=int, default=COMPARE.latent_dim,
+                   help=f"code size shared by the kinds (default {COMPARE.latent_dim})")
+    p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option for every kind, e.g. hidden=[512,256] (repeatable)")
+    p.add_argument("--epochs", type=int, default=COMPARE.epochs, help=f"epochs per kind (default {COMPARE.epochs})")
+    p.add_argument("--batch-size", type=int, default=COMPARE.batch_size,
+                   help=f"images per step (default {COMPARE.batch_size})")
+    p.add_argument("--lr", type=float, default=COMPARE.lr,
+                   help=f"Adam learning rate, the peak of the one-cycle schedule (default {COMPARE.lr:g})")
+    p.add_argument("--schedule", default=COMPARE.schedule,
+                   help=f"learning rate schedule: onecycle or constant (default {COMPARE.schedule})")
+    p.add_argument("--seed", type=int, default=COMPARE.seed, help="the same seed for every kind")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    p.add_argument("--kinds", type=_names, default=None,
+                   help="comma-separated kinds or rows to run (default all), e.g. undercomplete,variational")
+    p.add_argument("--iw-samples", type=int, default=COMPARE.iw_samples,
+                   help=f"samples K of the importance-weighted bound (default {COMPARE.iw_samples})")
+    p.add_argument("--vae-net", default=None, help="the variational row's network (default: --net)")
+    p.add_argument("--vae-net-option", dest="vae_net_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="a network option for the variational row only, e.g. hidden=[512,256]")
+    p.add_argument("--vae-option", dest="vae_options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyper-parameter of the variational row, e.g. kl_warmup=4690 or train_samples=5")
+    p.add_argument("--jacobian-images", type=int, default=COMPARE.jacobian_images,
+                   help=f"test images for the exact ||J||_F (default {COMPARE.jacobian_images})")
+    p.add_argument("--device", default=TRAIN.device, help="auto (CUDA when present), cpu or cuda")
+
+
+def _compare(args, command_line):
+    from .compare import compare, markdown_table  # heavy: torch
+
+    result = compare(data=args.data, out=args.out, net=args.net, latent_dim=args.latent_dim, epochs=args.epochs,
+                     batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, seed=args.seed,
+                     limit=args.limit, kinds=args.kinds,
+                     iw_samples=args.iw_samples, jacobian_images=args.jacobian_images,
+                     net_options=dict(args.net_options), device=args.device, threads=args.threads,
+                     progress=args.progress, command=command_line, vae_net=args.vae_net,
+                     vae_net_options=dict(args.vae_net_options) or None, vae_options=dict(args.vae_options) or None)
+    print(markdown_table(result["rows"]))
+    print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
+
+
+def _sample_args(p):
+    p.add_argument("--run", required=True, help="a run directory of the variational kind")
+    p.add_argument("--out", default=None, help="output folder (default RUN/figures)")
+    p.add_argument("--n", type=int, default=64, help="samples from the prior (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
+    p.add_argument("--steps", type=int, default=10, help="points per traversal, interpolation and manifold side")
+
+
+def _sample(args, command_line):
+    from .generate import sample  # heavy: torch
+
+    for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
+        print(f"wrote {p}")
+
+
+def _rd_args(p):
+    p.add_argument("--runs", nargs="+", default=[], metavar="DIR", help="codec run directories (one point each)")
+    p.add_argument("--methods", type=_names, default=None,
+                   help="comma-separated classical codecs (default all installed), or none")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--train-limit", type=int, default=None, help="training images PCA is fitted on (default all)")
+    _common_io(p, "runs/rd", "output folder, or a run directory", threads=1)
+    p.add_argument("--update", action="store_true",
+                   help="keep the other methods already in OUT/rd.json (measured on the same images)")
+
+
+def _rd(args, command_line):
+    from .rd import DEFAULT_METHODS, headline_markdown, rd  # heavy: torch, Pillow
+
+    methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
+    result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
+                train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
+                command=command_line)
+    print(headline_markdown(result))
+    print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
+
+
+def _compress_args(p):
+    p.add_argument("--run", required=True, help="a run directory of the codec kind")
+    p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
+    p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
+
+
+def _compress(args, command_line):
+    from .codec import compress_files  # heavy: torch; optional: constriction
+
+    info = compress_files(args.run, args.inputs, args.out)
+    print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
+          f"({info['bytes_per_image']:.1f} per image, header included)")
+
+
+def _decompress_args(p):
+    p.add_argument("file", help="a file written by `aelab compress`")
+    p.add_argument("--run", default=None, help="the codec run that compressed it (default: the file's folder)")
+    p.add_argument("--out", required=True, help="output folder for the PNG files")
+
+
+def _decompress(args, command_line):
+    from .codec import decompress_file  # heavy: torch; optional: constriction
+
+    written = decompress_file(args.file, args.out, run_dir=args.run)
+    print(f"wrote {len(written)} file(s) to {args.out}/")
+
+
+def _data_args(p):
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    ps = dsub.add_parser("show", formatter_class=FMT, help="draw the first 50 images, clean and noisy",
+                         description="Draw the first 50 images of a split with their class names, clean\n"
+                         "(samples.png) and with the evaluation noise (noisy_samples.png).\n\n"
+                         "example:\n  aelab data show --out runs/data --split test --noise-factor 0.3")
+    ps.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate "
+                                                 "Fashion-MNIST)")
+    ps.add_argument("--out", default="runs/data", help="output folder (default runs/data)")
+    ps.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
+    ps.add_argument("--noise-factor", type=float, default=0.2, help="noise of the second grid (default 0.2)")
+
+
+def _data(args, command_line):
+    if args.data_command != "show":
+        raise AelabError("expected `aelab data show`, found no action; see `aelab data --help`")
+    from .show import show_data  # heavy: torch, matplotlib
+
+    for p in show_data(args.data, args.out, args.noise_factor, args.split):
+        print(f"wrote {p}")
+
+

@@ -1,0 +1,99 @@
+"""Tables: every result table as ``(caption, header, rows)``, written as Markdown or HTML.
+
+The producers (evaluate, rd, compare) store their results as JSON in the run; the builders
+here turn those results into rows, so a table reads the same in ``evaluation.md``, ``rd.md``,
+``compare.md`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_NUM = ' class="num"'
+
+
+def _numeric(cell) -> bool:
+    """Numbers (and numbers with a unit) are right-aligned, words left-aligned."""
+    return isinstance(cell, (int, float)) or bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?(dB|s|%))?",
+                                                                 str(cell)))
+
+
+def markdown_table(header: list[str], rows: list[list], align: list[str] | None = None) -> str:
+    """A GitHub Markdown table; ``align`` gives each column's separator (e.g. ``"---:"``), default ``"---"``."""
+    align = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list], cls: str = "") -> str:
+    """An HTML table, every cell escaped; numeric cells right-aligned."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td{_NUM if _numeric(c) else ''}>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def fmt(v, digits=2):
+    """A number with ``digits`` decimals; anything else as text."""
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else str(v)
+
+
+# -- aelab evaluate ------------------------------------------------------------------
+
+def slow_note(n: int, total: int) -> str:
+    return f"first {n:,} of {total:,} test images" if n < total else f"all {total:,} test images"
+
+
+def _method_rows(results: dict, factors: list[str], methods: list[str], labels: dict) -> list[list[str]]:
+    rows = []
+    for key in methods:
+        cells = [labels[key]]
+        for f in factors:
+            r = results[f].get(key)
+            cells.append(f"{r['psnr']:.2f} / {r['ssim']:.3f}" if r else "")
+        rows.append(cells)
+    return rows
+
+
+def evaluation_tables(ev: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of an ``aelab evaluate`` result (``evaluation.json``) as ``(caption, header, rows)``."""
+    factors = [f"{f:g}" for f in ev["noise_factors"]]
+    labels = {k: m["label"] for k, m in ev["methods"].items()}
+    header = ["method (PSNR dB / SSIM)"] + [f"noise {f}" for f in factors]
+    full = [k for k, m in ev["methods"].items() if m["images"] == ev["test_images"]]
+    tables = [(f"All {ev['test_images']:,} test images", header, _method_rows(ev["results"], factors, full, labels))]
+    if ev.get("subset"):
+        n = ev["subset"]["images"]
+        tables.append((f"The first {n:,} test images (slow baselines run on these only; every method on the same "
+                       f"images)", header, _method_rows(ev["subset"]["results"], factors, list(ev["methods"]), labels)))
+    tuned = [[labels[k], ", ".join(f"{f}: {m['params'][f]:g}" for f in factors if m["params"].get(f) is not None)]
+             for k, m in ev["methods"].items() if any(v is not None for v in m.get("params", {}).values())]
+    if tuned:
+        tables.append(("Tuned parameters, per noise factor (on training images)", ["method", "parameter"], tuned))
+    if ev.get("reconstruction"):
+        tables.append(("Reconstruction (clean input)", ["method", "PSNR (dB)", "SSIM"],
+                       [[r["label"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in ev["reconstruction"].values()]))
+    pc = ev.get("per_class")
+    if pc and pc["psnr"]:
+        first = next(iter(pc["psnr"].values()))
+        keys = [k for k in ev["methods"] if k in first]  # the order of the other tables
+        tables.append((f"PSNR (dB) per class at noise {pc['noise_factor']:g}, "
+                       f"{slow_note(pc['images'], ev['test_images'])}", ["class"] + [labels[k] for k in keys],
+                       [[c] + [f"{v[k]:.2f}" for k in keys] for c, v in pc["psnr"].items()]))
+    return tables
+
+
+def evaluation_markdown(ev: dict) -> str:
+    """The tables of an ``aelab evaluate`` result as Markdown (the body of ``evaluation.md``)."""
+    out = [f"# Evaluation of {ev['run']}", "",
+           f"Test set, PSNR and SSIM per image then averaged (docs/protocols.md), fixed evaluation "
+           f"noise (seed 0) shared by every method. Baselines tuned on the first training images "
+           f"({', '.join(f'{k} {v:,}' for k, v in ev['tuning']['images'].items())}) at each noise level, "
+           f"with their own noise draw (seed {ev['tuning']['noise_seed']}), never on the test set."]
+    for caption, header, rows in evaluation_tables(ev):
+        out += ["", f"## {caption}", "", markdown_table(header, rows)]
+    if ev.get("skipped"):
+        out += ["", "Skipped: " + "; ".join(f"{k} ({why})" for k, why in ev["skipped"].items())]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,127 @@
+"""Settings: the dataclasses whose commented defaults the command line, the Python API and the saved configs share.
+
+This module imports nothing heavy (no torch), so ``aelab --help`` can show the defaults at
+once. A default is written here, once; the CLI's help and the library's keyword defaults
+read it from here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from .errors import ConfigError
+
+SCHEDULES = ("constant", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10            # the tutorial trains 10 epochs
+    batch_size: int = 32        # Keras' default batch size, which the tutorial uses
+    lr: float = 1e-3            # Adam's default learning rate (Keras and PyTorch agree)
+    seed: int = 0               # initial weights, batch order and noise all follow from it
+    noise: str | None = None    # corruption of the input, e.g. "gaussian:0.2"; None = the kind's default
+    device: str = "auto"        # "auto" = CUDA when present, else CPU
+    threads: int | None = None  # CPU threads; None = default_threads() (1 on machines of up to 4 cores)
+    channels_last: bool = True  # NHWC memory layout for convolutional nets (measured faster on CPU)
+    amp: str = "auto"           # "auto": bf16 autocast on CUDA only; "bf16" forces it; "off"
+    schedule: str = "constant"  # learning rate per step: "constant" (the tutorial) or "onecycle" (lr is the peak)
+    val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
+    progress: bool = True       # a progress bar on stderr
+
+    def check(self) -> "TrainConfig":
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"expected epochs >= 1, found {self.epochs}; e.g. --epochs 10")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"expected batch size >= 1, found {self.batch_size}; e.g. --batch-size 32")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"expected a learning rate > 0, found {self.lr}; e.g. --lr 1e-3")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"expected schedule one of {', '.join(SCHEDULES)}, found {self.schedule!r}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"expected amp auto, bf16 or off, found {self.amp!r}")
+        # heavy: the noise models and the device check need torch, which this module never imports at load
+        from .device import resolve_device
+        from .noise import parse_noise
+
+        parse_noise(self.noise)  # raises on a bad spec
+        resolve_device(self.device)
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A training preset of ``aelab reproduce``: how long, how big the batches, how fast."""
+    epochs: int
+    batch_size: int
+    lr: float
+    schedule: str
+
+
+# the tutorial's own schedule (TrainConfig's defaults)
+TUTORIAL = Schedule(TrainConfig.epochs, TrainConfig.batch_size, TrainConfig.lr, TrainConfig.schedule)
+# --fast: the same model to the tutorial's 10-epoch quality in a fraction of the CPU time
+# (bigger batches are cheaper per image on a CPU; a one-cycle schedule lets the larger
+# learning rate converge). Measured in benchmarks/train_speed.py --fast; see docs/speed.md.
+FAST = Schedule(epochs=3, batch_size=64, lr=1e-2, schedule="onecycle")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    noise_factors: tuple = (0.1, 0.2, 0.3, 0.5)  # the protocol's four levels (docs/protocols.md)
+    slow_limit: int = 1000      # slow baselines (BM3D, non-local means) on the first 1,000 test images
+    hardest: int = 8            # images in the gallery of the hardest
+
+
+@dataclass
+class MapConfig:
+    method: str = "tsne"              # one of aelab.embed.REDUCERS: pca, tsne, umap, ptsne
+    perplexity: float = 30.0          # t-SNE's effective number of neighbours (the paper's and both libraries' default)
+    exaggeration: float | None = None  # t-SNE attraction factor after the early phase; None = 1 (plain t-SNE)
+    n_neighbors: int = 15             # UMAP's neighbourhood size (umap-learn's default)
+    min_dist: float = 0.1             # UMAP's smallest distance between points in the map (umap-learn's default)
+    seed: int = 0                     # random_state of every method: the same seed gives the same map
+    threads: int = 1                  # n_jobs for the neighbour search and the gradient
+    progress: bool = True             # a progress bar (or the library's own log) on stderr
+
+    def check(self, methods=None) -> "MapConfig":
+        """Check the values; ``methods``: the registered map methods (aelab.embed passes them)."""
+        if methods is not None and self.method not in methods:
+            raise ConfigError(f"unknown map method {self.method!r}; expected one of {', '.join(methods)}")
+        if not self.perplexity > 0:
+            raise ConfigError(f"expected perplexity > 0, found {self.perplexity}; e.g. --perplexity 30")
+        if self.exaggeration is not None and not self.exaggeration > 0:
+            raise ConfigError(f"expected exaggeration > 0, found {self.exaggeration}; e.g. --exaggeration 2")
+        if not self.n_neighbors >= 2:
+            raise ConfigError(f"expected n_neighbors >= 2 for UMAP, found {self.n_neighbors}; e.g. --n-neighbors 15")
+        if not self.threads >= 1:
+            raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        return self
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    net: str = "dense"          # the network every kind shares
+    latent_dim: int = 32        # the code size every kind shares (the sparse rows widen theirs)
+    epochs: int = 20            # per kind
+    batch_size: int = 128
+    lr: float = 3e-3            # the peak of the one-cycle schedule
+    schedule: str = "onecycle"
+    seed: int = 0               # the same for every kind
+    iw_samples: int = 1000      # K of the variational row's importance-weighted bound
+    jacobian_images: int = 1000  # test images for the exact ||J||_F
+
+
+TRAIN = TrainConfig()
+REPRODUCE_FAST = FAST
+EVALUATE = EvaluateConfig()
+EMBED = MapConfig()
+COMPARE = CompareConfig()
