@@ -57,9 +57,9 @@ def _constriction():
 
 
 def _check_codec(model):
-    from .models.codec import Codec
+    from .models.codec import LearnedCodec
 
-    if not isinstance(model, Codec):
+    if not isinstance(model, LearnedCodec):
         raise ConfigError(f"expected a model of kind 'codec', found kind {getattr(model, 'kind', type(model).__name__)!r}; "
                           "train one with `aelab train --kind codec --net gdn --lambda 0.01`")
     return model
