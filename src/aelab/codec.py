@@ -329,7 +329,7 @@ def load_codec(run_dir):
 
 def _load_inputs(inputs, shape) -> torch.Tensor:
     from .data import check_images, load_image, load_image_folder, load_npz
-    from .use import _to_chw
+    from .images import to_chw
 
     c = shape[0]
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
@@ -343,7 +343,7 @@ def _load_inputs(inputs, shape) -> torch.Tensor:
         if p.suffix == ".npz" or p.is_dir():
             raise DataError(f"expected image files, or a single folder or .npz, found {p} among other inputs; "
                             "compress it on its own")
-    return check_images(np.stack([_to_chw(load_image(p), c) for p in inputs]).astype(np.float32), "input images")
+    return check_images(np.stack([to_chw(load_image(p), c) for p in inputs]).astype(np.float32), "input images")
 
 
 def compress_files(run_dir, inputs, out_path) -> dict:

@@ -13,15 +13,8 @@ from . import plots, runs
 from .data import check_images, load_dataset, load_image, load_npz
 from .errors import DataError
 from .evaluate import apply_model
+from .images import to_chw
 from .noise import add_evaluation_noise
-
-
-def _to_chw(a: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W) or (H, W, 3) floats in [0, 1] -> (channels, H, W)."""
-    a = a[:, :, None] if a.ndim == 2 else a
-    if a.shape[2] != channels:
-        a = a.mean(axis=2, keepdims=True) if channels == 1 else np.repeat(a, channels, axis=2)
-    return np.transpose(a, (2, 0, 1))
 
 
 def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None,
@@ -48,7 +41,7 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
             same = [str(p) for p in inputs if p.stem == twice]
             raise DataError(f"expected input images with distinct names, found {twice!r} twice ({', '.join(same[:2])}); "
                             "rename one or denoise them in two calls with different --out")
-        arrays = [_to_chw(load_image(p, (h, w)), c) for p in inputs]
+        arrays = [to_chw(load_image(p, (h, w)), c) for p in inputs]
         x = check_images(np.stack(arrays), "input images")
         names = [p.stem for p in inputs]
     if tuple(x.shape[1:]) != model.input_shape:
