@@ -311,20 +311,21 @@ def _run(args, argv) -> int:
         for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
             print(f"wrote {p}")
     elif args.command == "rd":
-        from .rd import DEFAULT_METHODS, headline_markdown, rd
+        from .compression import DEFAULT_METHODS, headline_markdown, rd
         methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
         result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
                     train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
                     command=command_line)
+        write_report(args.out, command=command_line)
         print(headline_markdown(result))
         print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
     elif args.command == "compress":
-        from .codec import compress_files
+        from .compression import compress_files
         info = compress_files(args.run, args.inputs, args.out)
         print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
               f"({info['bytes_per_image']:.1f} per image, header included)")
     elif args.command == "decompress":
-        from .codec import decompress_file
+        from .compression import decompress_file
         written = decompress_file(args.file, args.out, run_dir=args.run)
         print(f"wrote {len(written)} file(s) to {args.out}/")
     elif args.command == "data":

@@ -245,7 +245,7 @@ def compression_section(run_dir: Path) -> str | None:
     path = runs.run_file(run_dir, "rd.json")
     if not path.is_file():
         return None
-    from .rd import rd_tables
+    from .compression.tables import rd_tables
 
     result = runs.read_json(path)
     out = [f'<p class="note">{html.escape(RD_NOTE)}</p>']

@@ -6,7 +6,7 @@ appendix 6.1).
 An analysis transform y = g_a(x), a latent quantised to integers y_hat = round(y), a
 synthesis transform x_hat = g_s(y_hat), and a learned density p of each latent channel,
 shared by every position of that channel (the "factorised prior"). The byte stream
-(:mod:`aelab.codec`) range-codes y_hat under p, so -log2 p(y_hat) is its length in bits.
+(:mod:`aelab.compression.stream`) range-codes y_hat under p, so -log2 p(y_hat) is its length in bits.
 
 Training minimises, per batch (Balle et al. 2017, eq. 2 with the convention of CompressAI)::
 
