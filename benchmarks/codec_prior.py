@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from aelab.codec import latents, load_codec
+from aelab.compression import latents, load_codec
 from aelab.data import load_dataset
 
 

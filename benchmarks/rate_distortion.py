@@ -7,13 +7,17 @@ Prints PSNR (dB) at ~50, ~100 and ~200 bytes per image for each codec on the Fas
 test images (all 10,000 unless --limit), then every measured point; writes the same as
 ``aelab rd`` into --out (rd.json, rd.md, figures, report.html). One CPU thread: run it
 under the machine's lock when others share the CPUs. The library does the work
-(``aelab.rd.rd``); this script only prints.
+(``aelab.compression.rd``, then ``aelab.report.write_report``); this script only prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from aelab.compression import DEFAULT_METHODS, rd
+from aelab.report.tables import markdown_table, rd_tables
+from aelab.report import write_report
 
 
 def main(argv=None) -> int:
@@ -25,11 +29,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
 
-    from aelab.rd import DEFAULT_METHODS, markdown_table, rd, rd_tables
-
     methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods.split(",") if m and m != "none"]
+    command = "python benchmarks/rate_distortion.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, threads=1, progress=args.progress,
-                command="python benchmarks/rate_distortion.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+                command=command)
+    write_report(args.out, command=command)
     for caption, header, rows in rd_tables(result):
         print(f"\n{caption}\n")
         print(markdown_table(header, rows))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from aelab import codec, runs
+from aelab import runs
+from aelab.compression import stream as byte_stream
 from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.models import build_model
@@ -43,23 +44,23 @@ def fitted():
 
 
 def test_integer_latents_round_trip_exactly_with_escapes(fitted):
-    y = codec.latents(fitted, _images(5))
+    y = byte_stream.latents(fitted, _images(5))
     assert torch.equal(y, torch.round(y)) and y.shape[1:] == (6, 3, 3)
     extreme = y.clone()
     extreme[0, 0, 0, 0], extreme[1, 2, 1, 1], extreme[4, 5, 2, 2] = cm.LATENT_LIMIT, -cm.LATENT_LIMIT, 37
     for lat in (y, extreme):
-        words = codec.encode_latents(fitted, lat)
-        back = codec.decode_latents_stream(fitted, words, len(lat), tuple(lat.shape[1:]))
+        words = byte_stream.encode_latents(fitted, lat)
+        back = byte_stream.decode_latents_stream(fitted, words, len(lat), tuple(lat.shape[1:]))
         assert torch.equal(back, lat)
     # the far values are escapes: they cost more than the ordinary latents
-    assert len(codec.encode_latents(fitted, extreme)) > len(codec.encode_latents(fitted, y))
+    assert len(byte_stream.encode_latents(fitted, extreme)) > len(byte_stream.encode_latents(fitted, y))
 
 
 def test_decoded_images_are_the_models_own_reconstruction_bit_for_bit(fitted):
     x = _images(20, seed=3)
-    x_hat = codec.decompress(codec.compress(fitted, x), fitted)
+    x_hat = byte_stream.decompress(byte_stream.compress(fitted, x), fitted)
     assert x_hat.dtype == torch.float32 and x_hat.shape == x.shape
-    assert torch.equal(x_hat, codec.reconstruct(fitted, x))
+    assert torch.equal(x_hat, byte_stream.reconstruct(fitted, x))
     with torch.no_grad():
         assert torch.equal(x_hat, fitted.decode(torch.round(fitted.encode(x))))  # one chunk: the plain call
         assert torch.equal(x_hat, fitted(x))
@@ -67,10 +68,10 @@ def test_decoded_images_are_the_models_own_reconstruction_bit_for_bit(fitted):
 
 
 def test_decoding_in_fixed_chunks_does_not_depend_on_the_batch(fitted, monkeypatch):
-    monkeypatch.setattr(codec, "CHUNK", 4)
+    monkeypatch.setattr(byte_stream, "CHUNK", 4)
     x = _images(10, seed=4)
-    a = codec.decompress(codec.compress(fitted, x), fitted)
-    b = codec.decompress(codec.compress(fitted, x[4:8]), fitted)
+    a = byte_stream.decompress(byte_stream.compress(fitted, x), fitted)
+    b = byte_stream.decompress(byte_stream.compress(fitted, x[4:8]), fitted)
     assert torch.equal(a[4:8], b)
 
 
@@ -78,8 +79,8 @@ def test_rate_term_matches_the_coded_length(fitted):
     x = _images(200, seed=5)
     with torch.no_grad():
         terms = fitted.loss(x, x)  # eval mode: the rounded latents, the stream's ideal length
-    stream = codec.compress(fitted, x)
-    payload_bits = 8 * (len(stream) - codec.read_header(stream)["payload_offset"])
+    stream = byte_stream.compress(fitted, x)
+    payload_bits = 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
     ideal = float(terms["rate"]) * len(x)
     assert 20 < float(terms["rate"]) < 400, "a density that learned something"
     assert payload_bits == pytest.approx(ideal, rel=0.03)
@@ -106,7 +107,7 @@ def test_density_is_a_distribution(fitted):
     with torch.no_grad():
         lik = d.likelihood(ints[195:206].float().expand(d.channels, -1))
     assert lik.double().numpy() == pytest.approx(pmf[:, 195:206].numpy(), abs=1e-5)
-    for lo, probs in codec.tables(fitted):
+    for lo, probs in byte_stream.tables(fitted):
         assert probs.sum() == pytest.approx(1.0, abs=1e-6) and len(probs) >= 2
 
 
@@ -156,40 +157,40 @@ def test_loss_formula_and_units():
 
 def test_wrong_model_corrupt_and_truncated_streams_are_refused(fitted):
     x = _images(6)
-    stream = codec.compress(fitted, x)
+    stream = byte_stream.compress(fitted, x)
     other = _model(seed=1)
     with pytest.raises(DataError, match="written by another model.*decompress with the run that compressed it"):
-        codec.decompress(stream, other)
+        byte_stream.decompress(stream, other)
     bad = bytearray(stream)
     bad[-3] ^= 0x10
     with pytest.raises(DataError, match="corrupted or truncated"):
-        codec.decompress(bytes(bad), fitted)
+        byte_stream.decompress(bytes(bad), fitted)
     with pytest.raises(DataError, match="corrupted or truncated"):
-        codec.decompress(stream[:-4], fitted)
+        byte_stream.decompress(stream[:-4], fitted)
     for cut in (2, 8, 14):
         with pytest.raises(DataError, match="truncated|expected an aelab codec stream"):
-            codec.decompress(stream[:cut], fitted)
+            byte_stream.decompress(stream[:cut], fitted)
     with pytest.raises(DataError, match="expected an aelab codec stream"):
-        codec.decompress(b"\x89PNG\r\n\x1a\n" + stream, fitted)
+        byte_stream.decompress(b"\x89PNG\r\n\x1a\n" + stream, fitted)
     with pytest.raises(DataError, match=r"expected images of shape \(1, 12, 12\).*found \(3, 12, 12\)"):
-        codec.compress(fitted, torch.rand(2, 3, 12, 12))
+        byte_stream.compress(fitted, torch.rand(2, 3, 12, 12))
     with pytest.raises(ConfigError, match="expected a model of kind 'codec'"):
-        codec.compress(build_model("undercomplete", SHAPE, net="dense"), x)
+        byte_stream.compress(build_model("undercomplete", SHAPE, net="dense"), x)
 
 
 def test_missing_constriction_names_the_extra(fitted, monkeypatch):
     monkeypatch.setitem(sys.modules, "constriction", None)
     with pytest.raises(ConfigError, match=r"pip install 'aelab\[codec\]'"):
-        codec.compress(fitted, _images(2))
+        byte_stream.compress(fitted, _images(2))
 
 
 def test_rd_point(fitted):
     x = _images(30, seed=6)
-    point = codec.rd_point(fitted, x)
-    stream = codec.compress(fitted, x)
+    point = byte_stream.rd_point(fitted, x)
+    stream = byte_stream.compress(fitted, x)
     assert point["stream_bytes"] == len(stream) and point["bytes_per_image"] == len(stream) / 30
     from aelab.metrics import psnr, ssim
-    rec = codec.reconstruct(fitted, x)
+    rec = byte_stream.reconstruct(fitted, x)
     assert point["psnr"] == pytest.approx(psnr(x, rec)) and point["ssim"] == pytest.approx(ssim(x, rec))
     assert point["psnr"] > 15
 
@@ -225,7 +226,7 @@ def test_cli_round_trip(fitted, tmp_path, capsys):
     assert main(["decompress", str(out), "--run", str(run), "--out", str(tmp_path / "dec")]) == 0
     got = np.stack([np.asarray(Image.open(tmp_path / "dec" / f"{i:05d}.png")) for i in range(3)])
     x8 = torch.from_numpy(np.stack([np.asarray(Image.open(f)) for f in files])).float()[:, None] / 255
-    expected = (codec.reconstruct(fitted, x8)[:, 0].numpy() * 255).round().astype(np.uint8)
+    expected = (byte_stream.reconstruct(fitted, x8)[:, 0].numpy() * 255).round().astype(np.uint8)
     np.testing.assert_array_equal(got, expected)
     # one-line errors: wrong model, corrupt file, wrong shape
     other = tmp_path / "other"
@@ -253,18 +254,18 @@ def test_train_cli_takes_lambda(fake_fashion, tmp_path):
     hist = runs.load_history(out)
     assert set(hist["val"]) == {"rate", "bpp", "distortion", "loss"}
     x = torch.rand(2, 1, 28, 28)
-    model = codec.load_codec(out)
-    assert torch.equal(codec.decompress(codec.compress(model, x), model), codec.reconstruct(model, x))
+    model = byte_stream.load_codec(out)
+    assert torch.equal(byte_stream.decompress(byte_stream.compress(model, x), model), byte_stream.reconstruct(model, x))
     # a channel-prior run starts an element-prior one (--init); the reverse is refused clearly
     common = ["--kind", "codec", "--net", "gdn", "--lambda", "0.02", "--net-option", "channels=8",
               "--net-option", "latent_channels=4", "--data", str(fake_fashion), "--epochs", "1",
               "--batch-size", "32", "--no-progress"]
     element = tmp_path / "element"
     assert main(["train", *common, "--option", "prior=element", "--init", str(out), "--out", str(element)]) == 0
-    model = codec.load_codec(element)
+    model = byte_stream.load_codec(element)
     assert model.prior == "element" and model.density.channels == 4 * 4 * 4  # 28 -> 14 -> 7 -> 4
     assert runs.read_config(element)["model"]["options"]["prior"] == "element"
-    assert torch.equal(codec.decompress(codec.compress(model, x), model), codec.reconstruct(model, x))
+    assert torch.equal(byte_stream.decompress(byte_stream.compress(model, x), model), byte_stream.reconstruct(model, x))
     assert main(["train", *common, "--init", str(element), "--out", str(tmp_path / "back")]) == 2
 
 
@@ -300,10 +301,10 @@ def test_element_prior_orders_latents_channel_major():
 def test_element_prior_starts_from_a_channel_prior_with_the_same_rates(fitted):
     model = _model(prior="element")
     model.load_state_dict(model.adapt_initial_state(fitted.state_dict()))
-    y = codec.latents(fitted, _images(30, seed=6))
+    y = byte_stream.latents(fitted, _images(30, seed=6))
     with torch.no_grad():
         assert torch.allclose(model.latent_bits(y), fitted.latent_bits(y), rtol=1e-5)
-    assert torch.equal(codec.reconstruct(model, _images(5)), codec.reconstruct(fitted, _images(5)))
+    assert torch.equal(byte_stream.reconstruct(model, _images(5)), byte_stream.reconstruct(fitted, _images(5)))
     # the other way round does not fit: a clear error, not a shape traceback
     with pytest.raises(ConfigError, match="prior"):
         _model(prior="per-pixel")
@@ -311,15 +312,15 @@ def test_element_prior_starts_from_a_channel_prior_with_the_same_rates(fitted):
 
 def test_element_prior_stream_round_trips_and_matches_its_rate(fitted_element):
     m = fitted_element
-    y = codec.latents(m, _images(40, seed=7))
-    words = codec.encode_latents(m, y)
-    assert torch.equal(codec.decode_latents_stream(m, words, len(y), tuple(y.shape[1:])), y)
+    y = byte_stream.latents(m, _images(40, seed=7))
+    words = byte_stream.encode_latents(m, y)
+    assert torch.equal(byte_stream.decode_latents_stream(m, words, len(y), tuple(y.shape[1:])), y)
     x = _images(200, seed=5)
-    stream = codec.compress(m, x)
-    assert torch.equal(codec.decompress(stream, m), codec.reconstruct(m, x))
+    stream = byte_stream.compress(m, x)
+    assert torch.equal(byte_stream.decompress(stream, m), byte_stream.reconstruct(m, x))
     with torch.no_grad():
         ideal = float(m.loss(x, x)["rate"]) * len(x)
-    payload_bits = 8 * (len(stream) - codec.read_header(stream)["payload_offset"])
+    payload_bits = 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
     assert payload_bits == pytest.approx(ideal, rel=0.03)
     # the densities moved apart from their shared start: positions are modelled separately
     d = m.density

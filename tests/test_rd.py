@@ -1,18 +1,19 @@
-"""Rate-distortion (aelab.rd): every classical codec turns uint8 images into real bytes and
+"""Rate-distortion (aelab.compression): every classical codec turns uint8 images into real bytes and
 back, the byte counts are what they claim (JPEG scan data, AVIF payload, the PCA stream),
 the headline table interpolates correctly, and the report shows the section."""
 
+import importlib
 import io
 import math
 import struct
-import sys
 import types
 
 import numpy as np
 import pytest
 import torch
 
-from aelab import rd
+from aelab import compression, plots
+from aelab.report.tables import rd_summary_rows
 from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.metrics import psnr_per_image
@@ -40,7 +41,7 @@ LOSSY = ["jpeg", "jpeg-scan", "webp", "avif", "avif-payload"]
 
 @pytest.mark.parametrize("name", LOSSY)
 def test_pillow_codecs_round_trip_and_improve_with_quality(name):
-    cls = rd.CODECS[name]
+    cls = compression.CODECS[name]
     if not cls.available():
         pytest.skip(f"{name} not supported by this Pillow")
     x = _batch()
@@ -71,14 +72,14 @@ def test_jpeg_scan_data_matches_a_manual_marker_walk_and_decodes_with_the_header
     from PIL import Image
 
     x = _batch(3)
-    codec = rd.JPEGScan()
+    codec = compression.JPEGScan()
     for q in (1, 50, 90):
         buf = io.BytesIO()
         Image.fromarray(x[0, 0]).save(buf, format="JPEG", quality=q)
         data = buf.getvalue()
         start, end = _manual_jpeg_walk(data)
-        assert rd.jpeg_scan_span(data) == (start, end)
-        scan = rd.jpeg_scan_data(data)
+        assert compression.jpeg_scan_span(data) == (start, end)
+        scan = compression.jpeg_scan_data(data)
         assert scan == data[start:end] and 0 < len(scan) < len(data)
         assert 300 < len(data) - len(scan) < 360  # the ~330 bytes of headers of the issue
         # the codec's stream is exactly that segment; the decoder adds the same headers back
@@ -86,33 +87,33 @@ def test_jpeg_scan_data_matches_a_manual_marker_walk_and_decodes_with_the_header
         assert blob == scan
         assert np.array_equal(codec.decompress([blob], q, x[:1].shape)[0, 0], np.asarray(Image.open(io.BytesIO(data))))
     with pytest.raises(DataError, match="expected a JPEG file"):
-        rd.jpeg_scan_data(b"\x89PNG....")
+        compression.jpeg_scan_data(b"\x89PNG....")
     # a stuffed FF 00 inside the scan is scan data, not a marker
     fake = bytes.fromhex("ffd8 ffda 0008 0101 0000 3f00") + b"\x12\xff\x00\x34\xff\xd0\x56" + b"\xff\xd9"
-    assert rd.jpeg_scan_data(fake) == b"\x12\xff\x00\x34\xff\xd0\x56"
+    assert compression.jpeg_scan_data(fake) == b"\x12\xff\x00\x34\xff\xd0\x56"
 
 
 def test_avif_payload_is_the_mdat_content():
-    if not rd.AVIF.available():
+    if not compression.AVIF.available():
         pytest.skip("no AVIF support in this Pillow")
-    data = rd.AVIF().compress(_batch(1), 50)[0]
+    data = compression.AVIF().compress(_batch(1), 50)[0]
     i = data.index(b"mdat")  # manual: the 4 bytes before the type are the box size
     size = struct.unpack(">I", data[i - 4:i])[0]
     assert i - 4 + size == len(data)  # libavif writes mdat last
-    payload = rd.avif_payload(data)
+    payload = compression.avif_payload(data)
     assert payload == data[i + 4:i - 4 + size] and 0 < len(payload) < len(data)
     assert (payload[0] >> 3) & 0xF in (1, 2)  # an AV1 OBU: temporal delimiter or sequence header
-    assert [b[0] for b in rd.isobmff_boxes(data)] == ["ftyp", "meta", "mdat"]
-    assert rd.AVIFPayload().counted_bytes(data) == len(payload)
+    assert [b[0] for b in compression.isobmff_boxes(data)] == ["ftyp", "meta", "mdat"]
+    assert compression.AVIFPayload().counted_bytes(data) == len(payload)
     with pytest.raises(DataError):
-        rd.avif_payload(data[:30])
+        compression.avif_payload(data[:30])
 
 
 @pytest.mark.parametrize("name", ["pca", "pca-laplace"])
 def test_pca_range_coder_decodes_exactly_the_quantised_coefficients(name):
     pytest.importorskip("constriction")
     train = _batch(200, seed=1)
-    codec = rd.CODECS[name](params=(0.5, 0.1)).fit(train)
+    codec = compression.CODECS[name](params=(0.5, 0.1)).fit(train)
     rng = np.random.default_rng(3)
     x = np.concatenate([_batch(5, seed=2), rng.integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)])  # 2 unlike training
     for step in (0.5, 0.1):
@@ -122,7 +123,7 @@ def test_pca_range_coder_decodes_exactly_the_quantised_coefficients(name):
         assert np.array_equal(q2, q) and step2 == step
         assert np.abs(q).max() > 0
     # with a fine step the transform is exact on images in the training span (the training images)
-    fine = rd.CODECS[name](params=(1e-3,)).fit(train)
+    fine = compression.CODECS[name](params=(1e-3,)).fit(train)
     assert np.array_equal(fine.decompress(fine.compress(train[:5], 1e-3), 1e-3, train[:5].shape), train[:5])
     with pytest.raises(ConfigError, match="no entropy model for step"):
         codec.compress(x, 0.3)
@@ -132,7 +133,7 @@ def test_pca_stream_length_is_the_models_information_content():
     """The range coder's bytes against -sum log2 p(q) computed here from the same tables."""
     pytest.importorskip("constriction")
     train = _batch(300, seed=1)
-    codec = rd.PCACodec(params=(0.2,)).fit(train)
+    codec = compression.PCACodec(params=(0.2,)).fit(train)
     x = _batch(50, seed=5)
     q = codec.quantise(x, 0.2)
     table, b = codec.tables_[0.2], codec._bound(0.2)
@@ -145,41 +146,41 @@ def test_pca_stream_length_is_the_models_information_content():
 def test_png_and_xz_are_lossless():
     x = _batch()
     for name in ("png", "xz"):
-        codec = rd.CODECS[name]()
-        point = rd.measure(codec, x, None)
+        codec = compression.CODECS[name]()
+        point = compression.measure_codec(codec, x, None)
         assert point["lossless"] and point["psnr"] is None and point["ssim"] == 1.0
         assert np.array_equal(codec.decompress(codec.compress(x, None), None, x.shape), x)
-    assert rd.measure(rd.XZ(), x, None)["files"] == 1
+    assert compression.measure_codec(compression.XZ(), x, None)["files"] == 1
 
 
 def test_interpolation_at_target_bytes():
     pts = [{"bytes_per_image": 40.0, "psnr": 20.0}, {"bytes_per_image": 80.0, "psnr": 26.0},
            {"bytes_per_image": 160.0, "psnr": 30.0}]
-    assert rd.at_bytes(pts, 50)["value"] == pytest.approx(20 + 6 * math.log(50 / 40) / math.log(2))
-    assert rd.at_bytes(pts, 80)["value"] == pytest.approx(26.0)
-    assert rd.at_bytes(pts[::-1], 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
-    assert rd.at_bytes(pts, 30) == {"impossible": 40.0}
-    assert rd.at_bytes(pts, 200) == {"beyond": 160.0}
+    assert compression.at_bytes(pts, 50)["value"] == pytest.approx(20 + 6 * math.log(50 / 40) / math.log(2))
+    assert compression.at_bytes(pts, 80)["value"] == pytest.approx(26.0)
+    assert compression.at_bytes(pts[::-1], 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
+    assert compression.at_bytes(pts, 30) == {"impossible": 40.0}
+    assert compression.at_bytes(pts, 200) == {"beyond": 160.0}
     # a dominated point (more bytes, lower PSNR: a less trained run) leaves the frontier
     dominated = pts + [{"bytes_per_image": 120.0, "psnr": 25.0}]
-    assert rd.at_bytes(dominated, 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
+    assert compression.at_bytes(dominated, 120)["value"] == pytest.approx(26 + 4 * math.log(1.5) / math.log(2))
     frontier_end = [pts[0], {"bytes_per_image": 100.0, "psnr": 31.0}, {"bytes_per_image": 160.0, "psnr": 30.0}]
-    assert rd.at_bytes(frontier_end, 120)["value"] == pytest.approx(31.0)  # 100 B already gives more
-    assert rd.at_bytes(frontier_end, 200) == {"beyond": 160.0}
+    assert compression.at_bytes(frontier_end, 120)["value"] == pytest.approx(31.0)  # 100 B already gives more
+    assert compression.at_bytes(frontier_end, 200) == {"beyond": 160.0}
     result = {"test_images": 3, "methods": {"a": {"label": "A", "param_name": "q", "lossless": False, "points": pts},
                                             "p": {"label": "P", "param_name": "", "lossless": True,
                                                   "points": [{"bytes_per_image": 500.0, "psnr": None, "ssim": 1.0,
                                                               "lossless": True, "param": None}]}}}
-    rows = rd.summary_rows(result, (30, 50, 200))
+    rows = rd_summary_rows(result, (30, 50, 200))
     assert rows[0] == ["A", "impossible (smallest 40 B)", "21.9 dB", "- (largest 160 B)"]
     assert rows[1][1] == "lossless at 500 B"
 
 
 def test_non_8bit_images_are_refused():
     with pytest.raises(DataError, match="8-bit"):
-        rd.rate_distortion(torch.full((2, 1, 8, 8), 0.5001), methods=["png"], progress=False)
+        compression.rate_distortion(torch.full((2, 1, 8, 8), 0.5001), methods=["png"], progress=False)
     with pytest.raises(ConfigError, match="did you mean 'jpeg'"):
-        rd.rate_distortion(torch.zeros(2, 1, 8, 8), methods=["jpg"], progress=False)
+        compression.rate_distortion(torch.zeros(2, 1, 8, 8), methods=["jpg"], progress=False)
 
 
 def test_cli_writes_the_table_figures_and_a_report_with_the_compression_section(fake_fashion, tmp_path, capsys):
@@ -210,27 +211,29 @@ def test_a_model_run_gets_the_compression_section_only_with_rd_json(tmp_path):
 
     save_model(build_model("denoising", (1, 28, 28), net="dense", net_options={"latent_dim": 8}), tmp_path)
     assert "Compression" not in write_report(tmp_path).read_text()
-    result = rd.rate_distortion(torch.from_numpy(_batch(4)).float() / 255, methods=["png", "jpeg"], progress=False)
-    rd.rd_figures(result, tmp_path / "figures")
+    result = compression.rate_distortion(torch.from_numpy(_batch(4)).float() / 255, methods=["png", "jpeg"],
+                                         progress=False)
+    plots.rd_figures(result, tmp_path / "figures")
     (tmp_path / "rd.json").write_text(__import__("json").dumps(result))
     html = write_report(tmp_path).read_text()
     assert "2. Compression" in html and "JPEG file" in html and html.count("<img") == 2
 
 
 def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
-    """The learned rows call aelab.codec's load_codec and rd_point (a stand-in module here)."""
+    """The learned rows call the stream's load_codec and rd_point (stand-ins here); the lambda is the model's."""
     calls = []
-    fake = types.ModuleType("aelab.codec")
-    fake.load_codec = lambda run: calls.append(("load", str(run))) or {"run": str(run)}
-    fake.rd_point = lambda model, images: (calls.append(("rd", images.shape, images.dtype)) or
-                                           {"bytes_per_image": 90.0 + len(calls), "psnr": 27.0, "ssim": 0.9,
-                                            "stream_bytes": 900})
-    monkeypatch.setitem(sys.modules, "aelab.codec", fake)
+    runner = importlib.import_module("aelab.compression.rd")  # the module (aelab.compression.rd is the function)
+    monkeypatch.setattr(runner, "load_codec", lambda run: calls.append(("load", str(run))) or
+                        types.SimpleNamespace(run=str(run), lmbda=0.01))
+    monkeypatch.setattr(runner, "rd_point", lambda model, images: (calls.append(("rd", images.shape, images.dtype)) or
+                                                                   {"bytes_per_image": 90.0 + len(calls), "psnr": 27.0,
+                                                                    "ssim": 0.9, "stream_bytes": 900}))
     run = tmp_path / "codec"
     run.mkdir()
     (run / "config.json").write_text('{"format_version": 1, "model": {"kind": "codec", "input_shape": [1, 28, 28], '
                                      '"options": {"lmbda": 0.01}}}')
-    result = rd.rate_distortion(torch.from_numpy(_batch(3)).float() / 255, methods=[], runs=[run], progress=False)
+    result = compression.rate_distortion(torch.from_numpy(_batch(3)).float() / 255, methods=[], runs=[run],
+                                         progress=False)
     pts = result["methods"]["aelab"]["points"]
     assert calls[0] == ("load", str(run)) and calls[1] == ("rd", (3, 1, 28, 28), torch.float32)
     assert pts[0]["param"] == 0.01 and pts[0]["stream_bytes"] == 900 and pts[0]["psnr"] == 27.0
@@ -239,8 +242,8 @@ def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
 def test_pareto_front_drops_points_beaten_with_fewer_bytes():
     pts = [{"bytes_per_image": b, "psnr": v} for b, v in
            [(30, 23.7), (35, 23.4), (70, 27.7), (77, 27.3), (180, 36.6), (190, 33.6), (200, 38.1), (200, 37.0)]]
-    front = rd.pareto_front(pts)
+    front = compression.pareto_front(pts)
     assert [(p["bytes_per_image"], p["psnr"]) for p in front] == [(30, 23.7), (70, 27.7), (180, 36.6), (200, 38.1)]
     # the same frontier that at_bytes interpolates on
-    assert rd.at_bytes(pts, 190)["value"] == pytest.approx(
+    assert compression.at_bytes(pts, 190)["value"] == pytest.approx(
         36.6 + (38.1 - 36.6) * (np.log(190) - np.log(180)) / (np.log(200) - np.log(180)))

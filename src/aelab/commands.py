@@ -338,13 +338,16 @@ def _rd_args(p):
 
 
 def _rd(args, command_line):
-    from .rd import DEFAULT_METHODS, headline_markdown, rd  # heavy: torch, Pillow
+    from .compression.rd import DEFAULT_METHODS, rd  # heavy: torch, Pillow
+    from .report import write_report
+    from .report.tables import rd_headline_markdown
 
     methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
     result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
                 train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
                 command=command_line)
-    print(headline_markdown(result))
+    write_report(args.out, command=command_line)
+    print(rd_headline_markdown(result))
     print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
 
 
@@ -355,7 +358,7 @@ def _compress_args(p):
 
 
 def _compress(args, command_line):
-    from .codec import compress_files  # heavy: torch; optional: constriction
+    from .compression.stream import compress_files  # heavy: torch; optional: constriction
 
     info = compress_files(args.run, args.inputs, args.out)
     print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
@@ -369,7 +372,7 @@ def _decompress_args(p):
 
 
 def _decompress(args, command_line):
-    from .codec import decompress_file  # heavy: torch; optional: constriction
+    from .compression.stream import decompress_file  # heavy: torch; optional: constriction
 
     written = decompress_file(args.file, args.out, run_dir=args.run)
     print(f"wrote {len(written)} file(s) to {args.out}/")

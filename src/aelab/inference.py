@@ -13,6 +13,7 @@ import torch
 from . import plots, runs
 from .data import check_images, load_image, load_npz
 from .errors import DataError
+from .images import png_bytes, to_chw
 
 
 def apply_model(model, x: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
@@ -45,25 +46,6 @@ def model_codes(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     """``model.codes(x)`` in batches on the CPU: (N, D) float32 (a VAE gives its posterior mean)."""
     model = model.cpu().eval()
     return torch.cat([model.codes(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]).numpy()
-
-
-def to_chw(a: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W) or (H, W, 3) floats in [0, 1] -> (channels, H, W)."""
-    a = a[:, :, None] if a.ndim == 2 else a
-    if a.shape[2] != channels:
-        a = a.mean(axis=2, keepdims=True) if channels == 1 else np.repeat(a, channels, axis=2)
-    return np.transpose(a, (2, 0, 1))
-
-
-def png_bytes(img: torch.Tensor) -> bytes:
-    """One (C, H, W) image in [0, 1] as 8-bit PNG bytes (grey for one channel, RGB for three)."""
-    from PIL import Image  # heavy: Pillow, only when files are written
-
-    arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
-    b = io.BytesIO()
-    Image.fromarray(arr).save(b, format="PNG")
-    return b.getvalue()
 
 
 def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None,
@@ -109,4 +91,4 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
     return out
 
 
-__all__ = ["apply_model", "model_codes", "to_chw", "png_bytes", "denoise"]
+__all__ = ["apply_model", "model_codes", "denoise"]

@@ -40,13 +40,14 @@ def activation(name: str | None) -> nn.Module:
     return table[name]()
 
 
-def _transpose_padding(size: int) -> int:
-    """output_padding of a (k=3, s=2, p=1) ConvTranspose2d that maps ceil(size/2) back to ``size``."""
+def transpose_padding(size: int) -> int:
+    """output_padding of a (odd k, s=2, p=k//2) ConvTranspose2d that maps ceil(size/2) back to ``size``."""
     return 1 if size % 2 == 0 else 0
 
 
-def _halved(size: int) -> int:
-    return (size + 1) // 2  # Conv2d(k=3, s=2, p=1)
+def halved(size: int) -> int:
+    """The output size of a (odd k, s=2, p=k//2) Conv2d: ceil(size / 2)."""
+    return (size + 1) // 2
 
 
 @register_net("conv")
@@ -69,7 +70,7 @@ def conv_net(input_shape, channels=(16, 8), latent_dim: int | None = None,
         last = i == len(ch) - 1
         enc += [activation(code_activation) if last and latent_dim is None else nn.ReLU()]
         prev = out
-        sizes.append((_halved(sizes[-1][0]), _halved(sizes[-1][1])))
+        sizes.append((halved(sizes[-1][0]), halved(sizes[-1][1])))
     feat = (ch[-1],) + sizes[-1]
     dec: list[nn.Module] = []
     if latent_dim is not None:
@@ -83,7 +84,7 @@ def conv_net(input_shape, channels=(16, 8), latent_dim: int | None = None,
     for i in range(len(ch)):
         target = sizes[len(ch) - 1 - i]
         dec += [nn.ConvTranspose2d(rev[i], rev[i + 1], 3, stride=2, padding=1,
-                                   output_padding=(_transpose_padding(target[0]), _transpose_padding(target[1]))),
+                                   output_padding=(transpose_padding(target[0]), transpose_padding(target[1]))),
                 nn.ReLU()]
     dec += [nn.Conv2d(rev[-1], c, 3, padding=1), nn.Sigmoid()]
     return NetPair(nn.Sequential(*enc), nn.Sequential(*dec), code_shape)
@@ -193,6 +194,13 @@ class _ClampST(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad
+
+
+class ClampST(nn.Module):
+    """A layer: clamp to [0, 1] with the straight-through gradient of :class:`_ClampST`."""
+
+    def forward(self, v):
+        return _ClampST.apply(v)
 
 
 class UNetEncoder(nn.Module):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .curves import LEARNED, TARGETS, pareto_front
 from .runs import atomic_write_bytes
 
 
@@ -226,3 +227,43 @@ def columns(named_columns: list[tuple[str, object]], path, row_labels=None, supt
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return _save(fig, path)
+
+
+def rd_figures(result: dict, figures_dir) -> list[Path]:
+    """``rd_psnr.png`` and ``rd_ssim.png``: bytes per image (log) against quality, one line per
+    method; lossless methods as dotted vertical lines at their size."""
+    plt = _plt()
+    paths = []
+    for key, unit in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        markers = "osD^v<>ph*"
+        for i, (m, e) in enumerate(result["methods"].items()):
+            pts = sorted(e["points"], key=lambda p: p["bytes_per_image"])
+            if all(p.get("lossless") for p in pts):
+                ax.axvline(pts[0]["bytes_per_image"], ls=":", color=f"C{i % 10}",
+                           label=f"{e['label']}: {pts[0]['bytes_per_image']:.0f} B")
+                continue
+            pts = [p for p in pts if p.get(key) is not None]
+            front = pareto_front(pts, key)  # the line; points another beats with fewer bytes: faint marks
+            ax.plot([p["bytes_per_image"] for p in front], [p[key] for p in front], marker=markers[i % len(markers)],
+                    ms=4, lw=2.2 if m == LEARNED else 1.4, color=f"C{i % 10}", label=e["label"])
+            rest = [p for p in pts if not any(p is q for q in front)]
+            if rest:
+                ax.plot([p["bytes_per_image"] for p in rest], [p[key] for p in rest], ls="none",
+                        marker=markers[i % len(markers)], ms=4, mfc="none", alpha=0.6, color=f"C{i % 10}")
+        for t in TARGETS:
+            ax.axvline(t, color="0.85", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if lo <= t <= hi]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # no "3 x 10^2" labels between the round numbers
+        ax.set_xlabel("bytes per image (log scale)")
+        ax.set_ylabel(unit)
+        ax.set_title(f"Rate-distortion on {result['test_images']:,} test images")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        paths.append(_save(fig, Path(figures_dir) / f"rd_{key}.png"))
+    return paths
+

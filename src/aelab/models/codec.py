@@ -6,7 +6,7 @@ appendix 6.1).
 An analysis transform y = g_a(x), a latent quantised to integers y_hat = round(y), a
 synthesis transform x_hat = g_s(y_hat), and a learned density p of each latent channel,
 shared by every position of that channel (the "factorised prior"). The byte stream
-(:mod:`aelab.codec`) range-codes y_hat under p, so -log2 p(y_hat) is its length in bits.
+(:mod:`aelab.compression.stream`) range-codes y_hat under p, so -log2 p(y_hat) is its length in bits.
 
 Training minimises, per batch (Balle et al. 2017, eq. 2 with the convention of CompressAI)::
 
@@ -36,7 +36,7 @@ for data where the statistics of a latent depend on where it sits; on Fashion-MN
 centred objects it costs ~11% fewer bytes for the same latents). For a vector code, as
 the dense network's, the two are the same.
 ``aelab train --init`` of an element-prior run from a channel-prior one copies each
-channel's density to every position (:meth:`Codec.adapt_initial_state`).
+channel's density to every position (:meth:`LearnedCodec.adapt_initial_state`).
 
 The density (appendix 6.1) of each channel is c(v) = sigmoid(f_K(... f_1(v))), with
 f_k(v) = h_k(softplus(H_k) v + b_k), h_k(t) = t + tanh(a_k) tanh(t) (k < K), h_K the
@@ -63,7 +63,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..losses import reconstruction_loss
-from ..nets import NetPair, _ClampST, _halved, _transpose_padding, activation, register_net
+from ..nets import ClampST, NetPair, activation, halved, register_net, transpose_padding
 from .base import Autoencoder, register_model
 
 _PEDESTAL = 2.0 ** -36
@@ -135,11 +135,6 @@ class _RoundST(torch.autograd.Function):
         return grad
 
 
-class ClampST(nn.Module):
-    def forward(self, v):
-        return _ClampST.apply(v)
-
-
 @register_net("gdn")
 def gdn_net(input_shape, channels: int = 64, latent_channels: int = 64, stages: int = 3, kernel: int = 5,
             nonlinearity: str = "gdn", latent_dim: int | None = None, code_activation: str | None = "none") -> NetPair:
@@ -166,7 +161,7 @@ def gdn_net(input_shape, channels: int = 64, latent_channels: int = 64, stages: 
     c, h, w = input_shape
     sizes = [(h, w)]
     for _ in range(stages):
-        sizes.append((_halved(sizes[-1][0]), _halved(sizes[-1][1])))
+        sizes.append((halved(sizes[-1][0]), halved(sizes[-1][1])))
     widths = [c] + [channels] * (stages - 1) + [latent_channels]
     pad = kernel // 2
     enc: list[nn.Module] = []
@@ -179,7 +174,7 @@ def gdn_net(input_shape, channels: int = 64, latent_channels: int = 64, stages: 
     for i in reversed(range(stages)):
         target = sizes[i]
         dec.append(nn.ConvTranspose2d(widths[i + 1], widths[i], kernel, stride=2, padding=pad,
-                                      output_padding=(_transpose_padding(target[0]), _transpose_padding(target[1]))))
+                                      output_padding=(transpose_padding(target[0]), transpose_padding(target[1]))))
         if i > 0:
             dec.append(GDN(widths[i], inverse=True) if nonlinearity == "gdn" else nn.ReLU())
     dec.append(ClampST())
@@ -263,7 +258,7 @@ class FactorizedDensity(nn.Module):
 # -- the kind ------------------------------------------------------------------------------
 
 @register_model("codec")
-class Codec(Autoencoder):
+class LearnedCodec(Autoencoder):
     """Rate + lmbda * 255^2 * distortion, with a quantised latent and a learned factorised
     density (see the module docstring for the formula, units and references)."""
 

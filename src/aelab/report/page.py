@@ -22,7 +22,7 @@ from ..errors import AelabError
 from ..models import MODELS
 from ..nets import count_parameters, describe
 from ..version import __version__
-from .tables import evaluation_tables, fmt as _fmt, html_table as _table
+from .tables import evaluation_tables, fmt as _fmt, html_table as _table, rd_tables
 
 
 def _img(path: Path, alt: str) -> str:
@@ -219,7 +219,6 @@ def compression_section(run_dir: Path) -> str | None:
     path = runs.run_file(run_dir, "rd.json")
     if not path.is_file():
         return None
-    from ..rd import rd_tables  # TODO(merge): the rd tables move into report.tables
 
     result = runs.read_json(path)
     out = [f'<p class="note">{html.escape(RD_NOTE)}</p>']

@@ -1,4 +1,4 @@
-"""The byte stream of the learned codec (:mod:`aelab.models.codec`): images -> bytes -> images.
+"""The learned codec's byte stream (``.ael``, :mod:`aelab.models.codec`): images -> bytes -> images.
 
 ``compress(model, images)`` encodes the images, rounds the latents to integers and
 range-codes them, channel by channel, under the model's learned density with
@@ -35,8 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import read_file_bytes
-from .errors import ConfigError, DataError
+from .. import runs
+from ..data import check_images, load_image_folder, load_npz, read_file_bytes
+from ..errors import ConfigError, DataError
+from ..images import png_bytes, read_images
+from ..metrics import psnr, ssim
+from ..models.codec import LearnedCodec
 
 MAGIC = b"AEL"
 VERSION = 1
@@ -49,7 +53,7 @@ _GRID = 2.0 ** 40           # table probabilities are rounded to multiples of 1 
 
 def _constriction():
     try:
-        import constriction
+        import constriction  # optional: pip install 'aelab[codec]'
     except ImportError:
         raise ConfigError("the codec needs the constriction range coder, found it missing; "
                           "install it with pip install 'aelab[codec]'") from None
@@ -57,9 +61,7 @@ def _constriction():
 
 
 def _check_codec(model):
-    from .models.codec import Codec
-
-    if not isinstance(model, Codec):
+    if not isinstance(model, LearnedCodec):
         raise ConfigError(f"expected a model of kind 'codec', found kind {getattr(model, 'kind', type(model).__name__)!r}; "
                           "train one with `aelab train --kind codec --net gdn --lambda 0.01`")
     return model
@@ -229,8 +231,6 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
 
 def compress(model, images: torch.Tensor) -> bytes:
     """Images (N, C, H, W) float32 in [0, 1] -> the byte stream (header included)."""
-    from .data import check_images
-
     model = _check_codec(model)
     x = check_images(images, "images to compress")
     if tuple(x.shape[1:]) != model.input_shape:
@@ -306,8 +306,6 @@ def decompress(data: bytes, model) -> torch.Tensor:
 def rd_point(model, images: torch.Tensor) -> dict:
     """One rate-distortion point on ``images`` (PROTOCOLS.md metrics): the real stream's size,
     header included, and PSNR / SSIM of what decompress gives back."""
-    from .metrics import psnr, ssim
-
     x = images.float().cpu()
     stream = compress(model, x)
     x_hat = decompress(stream, model)
@@ -322,15 +320,10 @@ def rd_point(model, images: torch.Tensor) -> dict:
 
 def load_codec(run_dir):
     """The codec model of a run directory, in eval mode on the CPU."""
-    from . import runs
-
     return _check_codec(runs.load_model(run_dir))
 
 
 def _load_inputs(inputs, shape) -> torch.Tensor:
-    from .data import check_images, load_image, load_image_folder, load_npz
-    from .inference import to_chw as _to_chw
-
     c = shape[0]
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not inputs:
@@ -343,14 +336,12 @@ def _load_inputs(inputs, shape) -> torch.Tensor:
         if p.suffix == ".npz" or p.is_dir():
             raise DataError(f"expected image files, or a single folder or .npz, found {p} among other inputs; "
                             "compress it on its own")
-    return check_images(np.stack([_to_chw(load_image(p), c) for p in inputs]).astype(np.float32), "input images")
+    return check_images(read_images(inputs, c).astype(np.float32), "input images")
 
 
 def compress_files(run_dir, inputs, out_path) -> dict:
     """Compress image files (or one folder of images, or one .npz) with the run's codec into
     ``out_path``; returns {"images", "bytes", "bytes_per_image", "path"}."""
-    from . import runs
-
     model = load_codec(run_dir)
     x = _load_inputs(inputs, model.input_shape)
     if tuple(x.shape[1:]) != model.input_shape:
@@ -365,10 +356,6 @@ def decompress_file(path, out_dir, run_dir=None) -> list[Path]:
     """Decode ``path`` with the run's codec into ``out_dir``: one 8-bit PNG per image
     (00000.png, ...), or decoded.npz for images of other than 1 or 3 channels. ``run_dir``
     defaults to the folder holding ``path`` when that is a run directory."""
-    from PIL import Image
-
-    from . import runs
-
     path = Path(path)
     if run_dir is None:
         if not (path.parent / runs.CONFIG).is_file():
@@ -389,11 +376,7 @@ def decompress_file(path, out_dir, run_dir=None) -> list[Path]:
     digits = max(5, len(str(len(x_hat) - 1)))
     written = []
     for i, img in enumerate(x_hat):
-        arr = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-        arr = arr[0] if c == 1 else np.transpose(arr, (1, 2, 0))
-        b = io.BytesIO()
-        Image.fromarray(arr).save(b, format="PNG")
-        written.append(runs.atomic_write_bytes(out_dir / f"{i:0{digits}d}.png", b.getvalue()))
+        written.append(runs.atomic_write_bytes(out_dir / f"{i:0{digits}d}.png", png_bytes(img)))
     return written
 
 
