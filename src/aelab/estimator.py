@@ -32,7 +32,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import check_images
 from .errors import DataError
+from .loop import fit
 from .models import MODELS, build_model
+from .settings import TrainConfig
 
 
 def _kind_defaults(kind: str) -> dict:
@@ -118,8 +120,6 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
     # -- the estimator --------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train a fresh model on ``X`` (``y`` is ignored) and return ``self``."""
-        from .train import TrainConfig, fit
-
         x = self._images(X)
         config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.random_state,
                              noise=self.noise, device=self.device, threads=self.threads, progress=False).check()
