@@ -22,14 +22,14 @@ from .runs import load_model, save_model
 from .compare import compare
 from .estimator import AutoencoderEstimator
 from .generate import sample
-from .train import TrainConfig, fit, train
+from .train import TrainConfig, fit, train, train_run
 
 __all__ = [
     "__version__", "Dataset", "check_images", "load_dataset", "load_fashion_mnist", "load_image_folder",
     "load_npz", "denoise", "show_data", "AelabError", "ConfigError", "DataError", "DataNotFoundError",
     "TrainingError", "apply_model", "denoising_quality", "psnr", "ssim", "MODELS", "Autoencoder",
     "build_model", "register_model", "add_evaluation_noise", "evaluation_noise", "parse_noise",
-    "write_report", "reproduce", "load_model", "save_model", "TrainConfig", "fit", "train",
+    "write_report", "reproduce", "load_model", "save_model", "TrainConfig", "fit", "train", "train_run",
     "embed", "embed_codes", "trustworthiness", "knn_cv_accuracy",
     "compare", "AutoencoderEstimator", "sample", "knn_accuracy",
     "evaluate", "BASELINES", "make_baseline",

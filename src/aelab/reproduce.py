@@ -17,11 +17,11 @@ import torch
 from . import distributed, plots, runs
 from .data import load_dataset
 from .evaluate import NOISE_FACTORS, apply_model, denoising_quality, hardest_images
-from .models import build_model
 from .nets import count_parameters, describe
 from .noise import add_evaluation_noise
 from .report import write_report
-from .train import TrainConfig, _train_record, fit
+from .settings import TrainConfig
+from .train import train_run
 
 
 def _class_counts(train, test) -> dict:
@@ -73,18 +73,12 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
                          suptitle=f"noise factor {noise_factor:g}")
 
     # 2. the model and its training
-    torch.manual_seed(seed)
-    model = build_model("denoising", train_set.input_shape, net="conv")
-    record = _train_record(config, data, limit)
     cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    if not resume:
-        runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume this one from it
-        runs.save_model(model, out, train_config=record,
-                        extra={"class_names": train_set.class_names, "command": cmd})
     t_train = time.perf_counter()
-    history = fit(model, train_set.x, test_set.x, config, run_dir=out, resume=resume)
+    model, history = train_run({"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"},
+                               train_set.x, test_set.x, config, out, resume=resume, record=config.record(data, limit),
+                               extra={"class_names": train_set.class_names, "command": cmd})
     train_seconds = time.perf_counter() - t_train
-    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names, "command": cmd})
     plots.history(history, figs / "history.png", title="Denoising autoencoder: MSE per epoch")
 
     # 3. denoise the noisy test images and measure

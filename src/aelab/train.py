@@ -1,5 +1,6 @@
-"""Train a model into a run directory: :func:`train` loads the data, builds the model, runs
-:func:`aelab.loop.fit` and writes the run.
+"""Train a model into a run directory: :func:`train_run`, the one way every caller (``aelab
+train``, ``reproduce``, ``compare``, the benchmarks) writes a trained run, and :func:`train`,
+which loads the data, builds the model and calls it.
 
 The loop itself is :func:`aelab.loop.fit`; the settings and their defaults are
 :class:`aelab.settings.TrainConfig` (both importable from here too).
@@ -7,8 +8,11 @@ The loop itself is :func:`aelab.loop.fit`; the settings and their defaults are
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,25 +23,66 @@ from .loop import fit
 from .models import Autoencoder, build_model
 from .settings import SCHEDULES, TrainConfig, learning_rate
 
-__all__ = ["SCHEDULES", "TrainConfig", "fit", "learning_rate", "train"]
+__all__ = ["SCHEDULES", "TrainConfig", "fit", "learning_rate", "train", "train_run"]
+
+
+def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Tensor | None, config: TrainConfig,
+              out: str | os.PathLike, *, resume: bool = False, init: str | os.PathLike | None = None,
+              record: dict | None = None, extra: dict | None = None,
+              on_epoch_end: Callable[[int, dict], None] | None = None) -> tuple[Autoencoder, dict]:
+    """Train a model into the run directory ``out``; return the trained model and its history.
+
+    ``model``: an :class:`Autoencoder`, or a model spec (the ``model`` section of a
+    ``config.json``: ``kind``, ``input_shape``, ``net``, ``net_options``, ``options``), which is
+    built right after ``torch.manual_seed(config.seed)`` so that the seed fixes the initial weights.
+    A fresh run (no ``resume``) first discards a stale ``checkpoint.pt`` (never resume from
+    another run's state), starts from the weights of the run ``init`` when given (fine-tuning,
+    recorded as ``initialised_from``) and writes ``config.json`` with the initial weights; with
+    ``resume`` the training continues from ``out/checkpoint.pt``. Then :func:`fit` runs, and
+    ``config.json`` and the weights are written again.
+
+    ``record``: the ``train`` section of ``config.json`` (default ``config.record()``; pass
+    ``config.record(data, limit)`` so that ``--resume`` finds the data). ``extra``: more
+    top-level entries of ``config.json`` (``class_names``, ``command``). ``on_epoch_end`` goes to
+    :func:`fit`. Under ``torchrun`` every rank trains and only rank 0 writes.
+    """
+    out = Path(out)
+    if isinstance(model, dict):
+        torch.manual_seed(config.seed)
+        model = build_model(model["kind"], model["input_shape"], net=model.get("net", "conv"),
+                            net_options=model.get("net_options"), **model.get("options", {}))
+    record = config.record() if record is None else record
+    extra = dict(extra or {})
+    if not resume:
+        if init is not None:
+            _load_initial_weights(model, init)
+            extra["initialised_from"] = str(init)
+        if distributed.is_main():
+            runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
+            runs.save_model(model, out, train_config=record, extra=extra)
+        distributed.barrier()
+    history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end)
+    if distributed.is_main():
+        runs.save_model(model, out, train_config=record, extra=extra)
+    return model, history
 
 
 def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
-          epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, noise: str | None = None,
-          seed: int = 0, limit: int | None = None, resume: bool = False, device: str = "auto",
-          threads: int | None = None, progress: bool = True, size=None,
-          net_options: dict | None = None, schedule: str = "constant", init: str | None = None,
-          **options) -> Autoencoder:
+          config: TrainConfig | None = None, *, limit: int | None = None, resume: bool = False, size=None,
+          net_options: dict | None = None, init: str | None = None, **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
     :func:`aelab.data.load_dataset`). Validation uses the test split when there is one.
-    ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a
-    trained run whose weights the new model starts from (same kind, network and image shape;
-    its options may differ, e.g. a codec's ``lmbda``), i.e. fine-tuning.
+    ``config``: the training settings (default :class:`TrainConfig`'s); any of its fields may
+    also be given as a keyword (``epochs=5``), which overrides it. The other ``options`` are the
+    kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a trained run whose
+    weights the new model starts from (same kind, network and image shape; its options may
+    differ, e.g. a codec's ``lmbda``), i.e. fine-tuning. With ``resume`` the run's own settings
+    are used, except ``epochs``, ``progress``, ``device`` and ``threads``.
     """
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise=noise,
-                         device=device, threads=threads, progress=progress, schedule=schedule).check()
+    settings = {k: options.pop(k) for k in TrainConfig.names() if k in options}
+    config = dataclasses.replace(config or TrainConfig(), **settings).check()
     out = Path(out)
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
@@ -54,28 +99,19 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         limit = saved_limit
     train_set = load_dataset(data, "train", limit=limit, size=size)
     val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
-    record = _train_record(config, data, limit)
-    if resume:
-        config = TrainConfig.from_dict({**saved.get("train", {}), "epochs": epochs, "progress": progress,
-                                        "device": device, "threads": threads}).check()
-        torch.manual_seed(config.seed)  # the run's initial weights, should it have no checkpoint yet
-        model = runs.model_from_config(saved["model"])
-        record = {**saved.get("train", {}), "epochs": epochs}
+    if resume:  # the run's own settings and model, as it was built
+        config = TrainConfig.from_dict({**saved.get("train", {}), "epochs": config.epochs, "progress": config.progress,
+                                        "device": config.device, "threads": config.threads}).check()
+        spec = saved["model"]
+        record = {**saved.get("train", {}), "epochs": config.epochs}
         extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
-        torch.manual_seed(seed)
-        model = build_model(kind, train_set.input_shape, net=net, net_options=net_options, **options)
+        spec = {"kind": kind, "input_shape": train_set.input_shape, "net": net, "net_options": net_options,
+                "options": options}
+        record = config.record(data, limit)
         extra = {"class_names": train_set.class_names}
-        if init is not None:
-            _load_initial_weights(model, init)
-            extra["initialised_from"] = str(init)
-        if distributed.is_main():
-            runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
-            runs.save_model(model, out, train_config=record, extra=extra)
-        distributed.barrier()
-    fit(model, train_set.x, val_set.x if val_set else None, config, run_dir=out, resume=resume)
-    if distributed.is_main():
-        runs.save_model(model, out, train_config=record, extra=extra)
+    model, _ = train_run(spec, train_set.x, val_set.x if val_set else None, config, out, resume=resume,
+                         init=None if resume else init, record=record, extra=extra)
     return model
 
 
@@ -92,7 +128,3 @@ def _load_initial_weights(model: Autoencoder, run_dir) -> None:
         raise ConfigError(f"--init {run_dir}: its weights do not fit this model (an option changes the layers); "
                           "start from a run with the same options that shape the model")
     model.load_state_dict(state)
-
-
-def _train_record(config: TrainConfig, data, limit) -> dict:
-    return config.record(data, limit)
