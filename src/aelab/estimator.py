@@ -60,7 +60,7 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, kind: str = "undercomplete", net: str = "dense", net_options: dict | None = None,
-                 epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, noise: str | None = None,
+                 epochs: int = TrainConfig.epochs, batch_size: int = 128, lr: float = TrainConfig.lr, noise: str | None = None,
                  input_shape: tuple | None = None, random_state: int = 0, device: str = "cpu",
                  threads: int | None = None, **options):
         self.kind = kind

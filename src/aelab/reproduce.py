@@ -33,7 +33,8 @@ def _class_counts(train, test) -> dict:
     return counts
 
 
-TUTORIAL = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant"}
+# the tutorial's schedule: TrainConfig's defaults (10 epochs, batch 32, Adam 1e-3, constant)
+TUTORIAL = {k: getattr(TrainConfig(), k) for k in ("epochs", "batch_size", "lr", "schedule")}
 # --fast: the same model to the tutorial's 10-epoch quality in a fraction of the CPU time
 # (bigger batches are cheaper per image on a CPU; a one-cycle schedule lets the larger
 # learning rate converge). Measured in benchmarks/train_speed.py --fast; see the README.
