@@ -25,7 +25,8 @@ from aelab import plots, runs
 from aelab.data import load_dataset
 from aelab.evaluate import NOISE_FACTORS, denoising_quality
 from aelab.models import build_model
-from aelab.train import TrainConfig, _train_record, fit
+from aelab.settings import TrainConfig
+from aelab.train import train_run
 
 
 def main(argv=None) -> int:
@@ -68,8 +69,6 @@ def main(argv=None) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          noise=args.noise, threads=args.threads, device="cpu", schedule=args.schedule,
                          progress=False)
-    record = _train_record(config, None, args.limit)
-    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names, "command": command})
     spent = {"train": 0.0}
 
     def on_epoch_end(epoch, history):
@@ -78,9 +77,9 @@ def main(argv=None) -> int:
         model.train()
 
     t0 = time.perf_counter()
-    fit(model, train_set.x, test_set.x, config, run_dir=out, on_epoch_end=on_epoch_end)
+    train_run(model, train_set.x, test_set.x, config, out, record=config.record(None, args.limit),
+              extra={"class_names": train_set.class_names, "command": command}, on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - t0
-    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names, "command": command})
     epoch = len(curve["points"])
     curve["wall_seconds"] = round(wall, 1)
     runs.write_json(out / "curve.json", curve)

@@ -21,7 +21,8 @@ import torch
 from aelab import runs
 from aelab.data import load_dataset
 from aelab.models.variational import binarize
-from aelab.train import TrainConfig, fit
+from aelab.settings import TrainConfig
+from aelab.train import train_run
 
 
 def measure(model, x_test, samples: int) -> dict:
@@ -57,10 +58,8 @@ def main(argv=None) -> int:
                              threads=args.threads, device="cpu", progress=False, seed=1)
         torch.manual_seed(1)
         t0 = time.process_time()
-        fit(model, train.x, test.x, config, run_dir=args.out)
+        train_run(model, train.x, test.x, config, args.out, record={**config.record(), "fine_tuned_from": run})
         print(f"IWAE fine-tuning: {time.process_time() - t0:.1f} CPU-s", flush=True)
-        runs.save_model(model, args.out, train_config={**config.__dict__, "fine_tuned_from": run, "data": None,
-                                                       "limit": None})
         run = args.out
     model.eval()
     row = measure(model, test.x, args.samples)

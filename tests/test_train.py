@@ -133,3 +133,25 @@ def test_init_starts_from_a_runs_weights_and_checks_the_fit(fake_fashion, tmp_pa
     with pytest.raises(ConfigError, match="same kind, network"):
         train(kind="sparse", net="dense", data=str(fake_fashion), out=str(tmp_path / "c"), epochs=1,
               progress=False, net_options={"latent_dim": 16}, init=str(tmp_path / "a"))
+
+
+def test_train_run_writes_the_run_and_discards_a_stale_checkpoint(tmp_path):
+    from aelab.errors import AelabError
+    from aelab.train import train_run
+
+    x, xv = _data()
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, seed=4)
+    spec = {"kind": "denoising", "input_shape": (1, 12, 12), "net": "conv"}
+    (tmp_path / "checkpoint.pt").write_bytes(b"a previous run's state")
+    with pytest.raises(AelabError, match="expected images of shape"):  # stopped before its first checkpoint
+        train_run(spec, torch.rand(8, 1, 20, 20), None, cfg, tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / "model.safetensors").exists()
+    model, hist = train_run(spec, x, xv, cfg, tmp_path, record=cfg.record("somewhere", 96), extra={"note": "x"})
+    saved = runs.read_config(tmp_path)
+    assert saved["train"] == cfg.record("somewhere", 96) and "progress" not in saved["train"]
+    assert saved["note"] == "x" and len(hist["train"]["loss"]) == 1
+    # a spec is built right after torch.manual_seed(config.seed): the same weights as a model built so
+    same, _ = train_run(_model(seed=4), x, xv, cfg, tmp_path / "b")
+    for a, b in zip(model.state_dict().values(), same.state_dict().values()):
+        assert torch.equal(a, b)
+    assert runs.read_config(tmp_path / "b")["train"] == cfg.record()

@@ -37,8 +37,8 @@ _EXPORTS = {
     "compare": "compare",
     "AutoencoderEstimator": "estimator",
     "sample": "generate",
-    "TrainConfig": "train",  # TODO(merge): settings
-    "fit": "train", "train": "train",
+    "TrainConfig": "settings",
+    "fit": "loop", "train": "train", "train_run": "train",
 }
 _ALIASES = {"embed_codes": ("embed", "reduce")}
 

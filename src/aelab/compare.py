@@ -18,10 +18,11 @@ Measured for every kind, on the test set:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,9 +32,11 @@ from .data import load_dataset
 from .errors import ConfigError
 from .inference import apply_model
 from .metrics import jacobian_norm, knn_accuracy, near_zero_fraction, psnr, ssim
-from .models import build_model
+from .models.variational import binarize
 from .noise import add_evaluation_noise, evaluation_noise
-from .train import TrainConfig, fit
+from .report import write_report
+from .settings import TrainConfig
+from .train import train_run
 
 
 @dataclass
@@ -90,8 +93,6 @@ def measure(model, train, test, jacobian_images: int = 1000, iw_samples: int = 1
     row["near_zero"] = round(near_zero_fraction(codes_test), 4)
     row["jacobian"] = round(float(jacobian_norm(model, test.x[:jacobian_images]).mean()), 4)
     if hasattr(model, "nll_bounds"):  # a kind with a likelihood (the variational one)
-        from .models.variational import binarize
-
         x_eval = binarize(test.x) if model.binarizes else test.x
         bounds = model.nll_bounds(x_eval, samples=iw_samples)
         row["neg_elbo"] = round(float(bounds["neg_elbo"].mean()), 2)
@@ -146,23 +147,19 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     rows, recon, denoised = [], [("original", test.x[:10])], [("original", test.x[:10]), ("noisy 0.2", noisy[:10])]
     vae_shared = shared if vae_net in (None, net) else {"latent_dim": latent_dim}
     for entry in entries:
-        torch.manual_seed(seed)
         entry_net, entry_net_options, entry_options = net, {**shared, **entry.net_options}, entry.options
         if entry.kind == "variational":
             entry_net = vae_net or net
             entry_net_options = {**vae_shared, **entry.net_options, **(vae_net_options or {})}
             entry_options = {**entry.options, **(vae_options or {})}
-        model = build_model(entry.kind, train.input_shape, net=entry_net, net_options=entry_net_options,
-                            **entry_options)
-        run_config = TrainConfig(**{**asdict(config), "noise": entry.noise})
+        spec = {"kind": entry.kind, "input_shape": train.input_shape, "net": entry_net,
+                "net_options": entry_net_options, "options": entry_options}
+        run_config = dataclasses.replace(config, noise=entry.noise)
         run_dir = out / _slug(entry.name)
-        record = {**asdict(run_config), "data": data, "limit": limit}
-        record.pop("progress", None)
-        runs.save_model(model, run_dir, train_config=record, extra={"class_names": train.class_names})
         t0 = time.perf_counter()
-        history = fit(model, train.x, test.x, run_config, run_dir=run_dir)
+        model, history = train_run(spec, train.x, test.x, run_config, run_dir, record=run_config.record(data, limit),
+                                   extra={"class_names": train.class_names})
         seconds = time.perf_counter() - t0
-        runs.save_model(model, run_dir, train_config=record, extra={"class_names": train.class_names})
         model.eval()
         row = {"name": entry.name, "kind": entry.kind, "net": model.net, "options": model.options(),
                "net_options": model.net_options,
@@ -187,7 +184,6 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     runs.atomic_write_text(out / "compare.md", _markdown(result))
     plots.rows(recon, out / "reconstructions.png", suptitle="Reconstructions of the first 10 test images")
     plots.rows(denoised, out / "denoised.png", suptitle="Each kind's output for the noisy images (factor 0.2)")
-    from .report import write_report
     for entry in entries:  # every row is a run directory with its own report.html
         write_report(out / _slug(entry.name), command=command)
     return result

@@ -32,7 +32,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import check_images
 from .errors import DataError
+from .loop import fit
 from .models import MODELS, build_model
+from .settings import TrainConfig
 
 
 def _kind_defaults(kind: str) -> dict:
@@ -58,7 +60,7 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, kind: str = "undercomplete", net: str = "dense", net_options: dict | None = None,
-                 epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, noise: str | None = None,
+                 epochs: int = TrainConfig.epochs, batch_size: int = 128, lr: float = TrainConfig.lr, noise: str | None = None,
                  input_shape: tuple | None = None, random_state: int = 0, device: str = "cpu",
                  threads: int | None = None, **options):
         self.kind = kind
@@ -118,8 +120,6 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
     # -- the estimator --------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train a fresh model on ``X`` (``y`` is ignored) and return ``self``."""
-        from .train import TrainConfig, fit
-
         x = self._images(X)
         config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.random_state,
                              noise=self.noise, device=self.device, threads=self.threads, progress=False).check()

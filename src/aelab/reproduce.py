@@ -6,6 +6,7 @@ cleaned / original rows, PSNR/SSIM at four noise levels, and the report.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import statistics
 import sys
@@ -18,11 +19,11 @@ from . import distributed, plots, runs
 from .data import load_dataset
 from .evaluate import NOISE_FACTORS, denoising_quality, hardest_images
 from .inference import apply_model
-from .models import build_model
 from .nets import count_parameters, describe
 from .noise import add_evaluation_noise
 from .report import write_report
-from .train import TrainConfig, _train_record, fit
+from .settings import FAST, TUTORIAL, TrainConfig
+from .train import train_run
 
 
 def _class_counts(train, test) -> dict:
@@ -34,13 +35,6 @@ def _class_counts(train, test) -> dict:
     return counts
 
 
-TUTORIAL = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "constant"}
-# --fast: the same model to the tutorial's 10-epoch quality in a fraction of the CPU time
-# (bigger batches are cheaper per image on a CPU; a one-cycle schedule lets the larger
-# learning rate converge). Measured in benchmarks/train_speed.py --fast; see the README.
-FAST = {"epochs": 3, "batch_size": 64, "lr": 1e-2, "schedule": "onecycle"}
-
-
 def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_factor: float = 0.2,
               batch_size: int | None = None, lr: float | None = None, seed: int = 0, limit: int | None = None,
               data: str | None = None, resume: bool = False, device: str = "auto", threads: int | None = None,
@@ -48,12 +42,12 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
     """Run the whole experiment into ``out`` and return its metrics (also in ``metrics.json``).
 
     ``limit`` keeps the first N images of both splits, for a quick look. ``fast`` trains with
-    the :data:`FAST` preset instead of the tutorial's schedule; explicit ``epochs``,
+    the :data:`aelab.settings.FAST` preset instead of the tutorial's schedule; explicit ``epochs``,
     ``batch_size`` and ``lr`` override either preset.
     """
     t_start = time.perf_counter()
     out = Path(out)
-    preset = FAST if fast else TUTORIAL
+    preset = dataclasses.asdict(FAST if fast else TUTORIAL)
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     settings = {**preset, **{k: v for k, v in given.items() if v is not None}}
     batch_size = settings["batch_size"]
@@ -74,18 +68,12 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
                          suptitle=f"noise factor {noise_factor:g}")
 
     # 2. the model and its training
-    torch.manual_seed(seed)
-    model = build_model("denoising", train_set.input_shape, net="conv")
-    record = _train_record(config, data, limit)
     cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    if not resume:
-        runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume this one from it
-        runs.save_model(model, out, train_config=record,
-                        extra={"class_names": train_set.class_names, "command": cmd})
     t_train = time.perf_counter()
-    history = fit(model, train_set.x, test_set.x, config, run_dir=out, resume=resume)
+    model, history = train_run({"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"},
+                               train_set.x, test_set.x, config, out, resume=resume, record=config.record(data, limit),
+                               extra={"class_names": train_set.class_names, "command": cmd})
     train_seconds = time.perf_counter() - t_train
-    runs.save_model(model, out, train_config=record, extra={"class_names": train_set.class_names, "command": cmd})
     plots.history(history, figs / "history.png", title="Denoising autoencoder: MSE per epoch")
 
     # 3. denoise the noisy test images and measure

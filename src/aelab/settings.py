@@ -8,7 +8,7 @@ read it from here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
 
@@ -52,9 +52,40 @@ class TrainConfig:
         return self
 
     @classmethod
+    def names(cls) -> list[str]:
+        """The settings' names, in order."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
+        names = set(cls.names())
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def record(self, data=None, limit: int | None = None) -> dict:
+        """The ``train`` section of a run's ``config.json``: these settings (less ``progress``)
+        and the data they were trained on (``--data`` and ``--limit``, what ``--resume`` reuses)."""
+        record = asdict(self)
+        record.pop("progress", None)
+        record.update({"data": None if data is None else str(data), "limit": limit})
+        return record
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps``.
+
+    "onecycle" (Smith & Topin 2017, as torch's OneCycleLR with cosine annealing): rises from
+    lr/25 to lr over the first 30% of the steps, then falls to lr/25e4. A pure function of
+    the step, so a resumed run follows the same schedule without saving scheduler state.
+    """
+    if config.schedule == "constant":
+        return config.lr
+    warm = max(1, int(0.3 * total_steps))
+    start, peak, end = config.lr / 25, config.lr, config.lr / 25e4
+    if step < warm:
+        t = step / warm
+        return start + (peak - start) * (1 - math.cos(math.pi * t)) / 2
+    t = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return end + (peak - end) * (1 + math.cos(math.pi * t)) / 2
 
 
 @dataclass(frozen=True)
