@@ -97,6 +97,11 @@ def test_page_is_self_contained_and_its_decoder_matches_torch(vae_run, fake_fash
         want = model.decode(torch.from_numpy(z)).flatten(1).numpy()
     assert np.abs(numpy_decode(dec, z) - want).max() < 1e-4
     assert dec["layers"][-1]["type"] == "sigmoid"  # the VAE's output nonlinearity, split off its decoder
+    # the page decodes the reconstructions from the codes (no sheet for them): they are the model's output
+    assert data["recon"] is None
+    with torch.no_grad():
+        rec = model(test.x[torch.from_numpy(ids.astype(np.int64))]).flatten(1).numpy()
+    assert np.abs(numpy_decode(dec, codes) - rec).max() < 1e-4
 
     # the map is the run's embedding; the denoise panel has the best classical method of evaluation.json
     with np.load(vae_run / "embedding_pca.npz") as npz:
@@ -162,15 +167,19 @@ def test_explore_in_headless_chromium(vae_run, tmp_path):
             assert page.evaluate(f"window.aelab.pixel({target})") == pytest.approx(list(px[target]), abs=1e-3)
 
             # hover the target point: the tooltip names its index and class
-            left, top = page.evaluate("(() => { const c = document.getElementById('map'), r = c.getBoundingClientRect();"
-                                      " return [r.left + c.clientLeft, r.top + c.clientTop]; })()")
-            page.mouse.move(left + px[target][0], top + px[target][1])
+            def at(i):  # viewport position of point i (the page may have scrolled)
+                page.locator("#map").scroll_into_view_if_needed()
+                left, top = page.evaluate("(() => { const c = document.getElementById('map'), r = c.getBoundingClientRect();"
+                                          " return [r.left + c.clientLeft, r.top + c.clientTop]; })()")
+                return left + px[i][0], top + px[i][1]
+
+            page.mouse.move(*at(target))
             caption = page.locator("#tooltip .cap").inner_text()
             m = re.fullmatch(r"#(\d+) · (.+)", caption.strip())
             assert m and int(m.group(1)) in expected, (caption, expected)
             assert m.group(2) == names[int(labels[list(indices).index(int(m.group(1)))])]
             assert page.locator("#tooltip canvas").count() >= 2  # image and reconstruction (and neighbours)
-            page.mouse.click(left + px[target][0], top + px[target][1])  # pin it: the sliders take its code
+            page.mouse.click(*at(target))  # pin it: the sliders take its code
             assert page.locator("#pins .cap").count() == 1
 
             # move a latent slider: the page decodes what PyTorch decodes
@@ -197,8 +206,13 @@ def test_explore_in_headless_chromium(vae_run, tmp_path):
             assert page.locator("#dn-factor-out").inner_text() == "0.5"
             assert before[0] != after[0] and before[1] != after[1]
             assert page.locator(".dn-classical").count() == 0  # no evaluation.json in this run
+            # pin a second point: the interpolation between A and B appears (9 decoded steps)
+            second = next(j for j in isolated if dist[target, j] >= 12)
+            page.mouse.click(*at(second))
+            assert page.locator("#pins .cap").count() == 2
+            assert page.locator("#interp canvas").count() == 9
             ARTIFACTS.mkdir(exist_ok=True)
-            page.mouse.move(left + px[target][0], top + px[target][1])
+            page.mouse.move(*at(target))
             page.screenshot(path=str(ARTIFACTS / "explore.png"), full_page=True)
         finally:
             browser.close()

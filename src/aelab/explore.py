@@ -19,7 +19,8 @@ The page (no server, no network, everything embedded; the template is the packag
   ``evaluation.json`` at that factor when there is one.
 
 Images travel as sprite sheets (one PNG data URI per kind: images, reconstructions,
-denoised), never one ``<img>`` per point. Map pixel of point (x, y), shared with the tests:
+denoised), never one ``<img>`` per point; a decoder the page computes decodes the
+reconstructions itself from the embedded codes, so they need no sheet. Map pixel of point (x, y), shared with the tests:
 ``s = min((W - 2 P) / (xmax - xmin), (H - 2 P) / (ymax - ymin))``, ``px = W/2 + (x - xc) s``,
 ``py = H/2 - (y - yc) s`` with (xc, yc) the centre of the bounding box, W = H = ``MAP_SIZE``
 CSS pixels, P = ``MAP_PAD``.
@@ -285,6 +286,9 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
     layers, why = decoder_layers(model)
     if layers is None:
         notes.append(why)
+    # a decoder the page computes gives the reconstructions from the embedded codes: no sheet for them
+    live_recon = layers is not None and len(ids) > 0 and bool(
+        np.abs(decode_numpy(layers, codes) - recon.flatten(1).double().numpy()).max() <= DECODE_TOLERANCE)
     slot = {int(i): s for s, i in enumerate(ids)}
     page_data = {
         "title": f"{config['model']['kind']} autoencoder ({config['model']['net']} network)",
@@ -294,7 +298,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
         "maps": [{"key": m["key"], "label": m["label"], "points": b64_array(m["points"]),
                   "slots": b64_array([slot[int(i)] for i in m["indices"]], "<i4"),
                   "labels": b64_array(np.asarray(m["labels"]), "<i4")} for m in maps],
-        "images": sprite(x.numpy()), "recon": sprite(recon.numpy()),
+        "images": sprite(x.numpy()), "recon": None if live_recon else sprite(recon.numpy()),
         "neighbours": b64_array(_neighbours(codes, neighbours), "<i4"), "k": min(neighbours, max(len(ids) - 1, 0)),
         "denoise": {"count": nd, "factors": keys, "classical": ckeys, "psnr": psnr,
                     "sheet": sprite(torch.cat(stack).numpy()) if nd else None,

@@ -35,7 +35,7 @@
     sh.img.src = s.uri;
     return sh;
   }
-  const images = sheet(D.images), recon = sheet(D.recon);
+  const images = sheet(D.images), recon = D.recon ? sheet(D.recon) : null;  // null: decoded here from the codes
   const dsheet = D.denoise.sheet ? sheet(D.denoise.sheet) : null;
 
   function paint(canvas, sh, k, scale) {  // tile k of a sheet onto a canvas, scaled up without smoothing
@@ -49,6 +49,13 @@
     const f = el("div", { className: "fig" + (cls ? " " + cls : "") });
     f.appendChild(paint(el("canvas", { className: "px" }), sh, k, scale));
     f.appendChild(el("div", {}, caption));
+    return f;
+  }
+  function reconFigure(slot, scale) {
+    if (recon) return figure(recon, slot, scale, "reconstruction");
+    const f = el("div", { className: "fig" }), c = el("canvas", { className: "px" });
+    putPixels(c, decode(codeOf(slot)), scale);
+    f.append(c, el("div", {}, "reconstruction"));
     return f;
   }
   function putPixels(canvas, values, scale) {  // CHW values in [0, 1] -> the canvas
@@ -132,7 +139,7 @@
     tip.replaceChildren();
     tip.appendChild(el("div", { className: "cap" }, `#${ids[slot]} · ${className(labels[slot])}`));
     tip.appendChild(figure(images, slot, 3, "image"));
-    tip.appendChild(figure(recon, slot, 3, "reconstruction"));
+    tip.appendChild(reconFigure(slot, 3));
     if (K > 0) {
       const row = el("div");
       row.appendChild(el("div", {}, `nearest ${K} in code space:`));
@@ -190,7 +197,7 @@
       const row = el("div");
       row.appendChild(el("div", { className: "cap" }, `${"AB"[j]}: #${ids[slot]} · ${className(labels[slot])}`));
       row.appendChild(figure(images, slot, 3, "image"));
-      row.appendChild(figure(recon, slot, 3, "reconstruction"));
+      row.appendChild(reconFigure(slot, 3));
       for (let q = 0; q < K; q++) { const s = nbrs[slot * K + q]; row.appendChild(figure(images, s, 1.5, `#${ids[s]}`)); }
       box.appendChild(row);
     });
