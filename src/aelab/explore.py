@@ -278,10 +278,12 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
     stack = [noisy[k] for k in keys] + [cleaned[k] for k in keys]
     ckeys = [k for k in keys if k in classical]
     stack += [torch.as_tensor(classical[k]["out"]) for k in ckeys]
-    psnr = {k: {"noisy": psnr_per_image(x_d, noisy[k]).tolist(), "model": psnr_per_image(x_d, cleaned[k]).tolist()}
-            for k in keys}
+    def db(x_hat) -> list[float]:
+        return [round(float(v), 3) for v in psnr_per_image(x_d, torch.as_tensor(x_hat))]
+
+    psnr = {k: {"noisy": db(noisy[k]), "model": db(cleaned[k])} for k in keys}
     for k in ckeys:
-        psnr[k]["classical"] = psnr_per_image(x_d, torch.as_tensor(classical[k]["out"])).tolist()
+        psnr[k]["classical"] = db(classical[k]["out"])
 
     layers, why = decoder_layers(model)
     if layers is None:
