@@ -7,7 +7,7 @@ the test set each epoch). Epochs alternate A B A B ...: one aelab epoch (inside 
 fit loop, via its epoch callback), then one Keras ``fit`` epoch, so both see the same
 machine load. Per epoch it records CPU seconds (``time.process_time``, all threads of the
 process) and wall seconds, the validation MSE and the test PSNR at noise 0.2
-(PROTOCOLS.md: fixed evaluation noise, seed 0), and prints a table with the medians over
+(docs/protocols.md: fixed evaluation noise, seed 0), and prints a table with the medians over
 epochs 2..E and the ratios. Keras needs TensorFlow (the ``bench`` extra); without it the
 aelab rows are printed alone, with a note.
 """

@@ -3,7 +3,7 @@
 The training is exactly ``aelab train --kind denoising --net unet`` (same seed, data,
 noise, batch order and schedule as `aelab train ... --schedule onecycle`). After each epoch
 the model is measured on the first ``--eval-images`` test images with the fixed
-evaluation noise (PROTOCOLS.md); that time is not counted as training time.
+evaluation noise (docs/protocols.md); that time is not counted as training time.
 
     flock /tmp/aelab-cpu.lock .venv/bin/python benchmarks/unet_denoiser.py \
         --out runs/unet-blind --noise gaussian:0-0.5 --epochs 6 --threads 1

@@ -146,7 +146,7 @@ def test_reconstruction_against_pca_with_as_many_components_as_the_code(tmp_path
 @pytest.mark.slow
 def test_evaluate_on_real_fashion_mnist(real_data, tmp_path):
     """Every installed baseline on the real test images improves on the noisy input at 0.2,
-    and the noisy input scores as PROTOCOLS.md says (15.96 dB on all 10,000; here the first 500)."""
+    and the noisy input scores as docs/protocols.md says (15.96 dB on all 10,000; here the first 500)."""
     torch.manual_seed(0)
     model = build_model("denoising", (1, 28, 28), net="unet")  # untrained: the identity
     runs.save_model(model, tmp_path / "run", train_config={"data": None})

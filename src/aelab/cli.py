@@ -87,6 +87,11 @@ COMMANDS = (
             "Decode a file written by `aelab compress` with the same run; writes 00000.png,\n"
             "00001.png, ... (8-bit) into --out. Another run's model is refused.\n\nexample:\n"
             "  aelab decompress two.ael --run runs/codec-0.01 --out decoded/", c._decompress_args, c._decompress),
+    Command("explore", "an interactive page to look inside a model",
+            "Write one self-contained page (no server, no network): the latent map of the test images\n"
+            "(hover for the image, its reconstruction and neighbours), sliders that decode live in the\n"
+            "browser (dense decoders), and a noise slider with the model's cleaned images.\n\n"
+            "example:\n  aelab explore --run runs/vae --out explore.html", c._explore_args, c._explore),
     Command("data", "look at the data", "example:\n  aelab data show --out runs/data", c._data_args, c._data),
 )
 

@@ -378,6 +378,17 @@ def _decompress(args, command_line):
     print(f"wrote {len(written)} file(s) to {args.out}/")
 
 
+def _explore_args(p):
+    p.add_argument("--run", required=True, help="a run directory (any kind; a dense decoder can be walked live)")
+    p.add_argument("--out", default=None, help="the page to write (default RUN/explore.html)")
+
+
+def _explore(args, command_line):
+    from .explore import explore  # heavy: torch, scikit-learn
+
+    print(f"wrote {explore(args.run, out=args.out)}")
+
+
 def _data_args(p):
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     ps = dsub.add_parser("show", formatter_class=FMT, help="draw the first 50 images, clean and noisy",

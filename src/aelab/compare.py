@@ -1,5 +1,5 @@
 """Every kind side by side: train each with the same network, code size, epochs, batch
-size, learning rate and seed on the same data, measure each the same way (PROTOCOLS.md),
+size, learning rate and seed on the same data, measure each the same way (docs/protocols.md),
 and write one table (``compare.md``, ``compare.json``) and one figure of reconstructions
 (``reconstructions.png``; ``denoised.png`` shows the outputs for noisy inputs). Each model is also a run directory (``<out>/<name>/``).
 

@@ -22,7 +22,7 @@ and places them in the plane with one of the methods of :data:`REDUCERS`:
 Every map is scored with trustworthiness@10 against the test pixels and the 5-fold kNN-5
 accuracy of the 2-D points (both in :mod:`aelab.metrics`). Trustworthiness depends on the
 number of points: the issue's reference figures (PCA-32 + t-SNE: 0.991) are on all 10,000
-test images, and so is ``trustworthiness``; PROTOCOLS.md's "first 5,000" version is kept
+test images, and so is ``trustworthiness``; docs/protocols.md's "first 5,000" version is kept
 beside it (0.987 for the same map). The 5-fold kNN-5 accuracy of the codes themselves is
 reported as the ceiling a map of those codes can hope for.
 
@@ -56,7 +56,7 @@ from .ptsne import reduce_ptsne
 from .registry import registrar
 from .settings import MapConfig
 
-TRUST_SUBSET = 5000     # PROTOCOLS.md also names trustworthiness on the first 5,000 points of the map
+TRUST_SUBSET = 5000     # docs/protocols.md also names trustworthiness on the first 5,000 points of the map
 TRUST_NEIGHBORS = 10
 KNN_NEIGHBORS = 5
 KNN_FOLDS = 5
@@ -233,7 +233,7 @@ def baseline_codes(name: str, x: torch.Tensor, train_images: Callable[[], torch.
 def map_scores(x_high, points, labels, codes=None) -> dict:
     """The figures of a map: trustworthiness@10 against ``x_high`` (the pixels) on all the
     points (the issue's reference numbers are on all 10,000 test images) and on the first
-    5,000 (PROTOCOLS.md), the 5-fold kNN-5 accuracy of the 2-D points, and (with ``codes``)
+    5,000 (docs/protocols.md), the 5-fold kNN-5 accuracy of the 2-D points, and (with ``codes``)
     the same kNN accuracy of the codes."""
     x_high = np.asarray(x_high, dtype=np.float32).reshape(len(x_high), -1)
     n = len(points)

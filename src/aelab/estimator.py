@@ -9,7 +9,7 @@
                          KNeighborsClassifier(5))
     pipe.fit(x_train, y_train).score(x_test, y_test)
 
-Conventions (scikit-learn's, STYLE.md): ``__init__`` only stores its arguments, ``fit``
+Conventions (scikit-learn's): ``__init__`` only stores its arguments, ``fit``
 returns ``self``, learned attributes end in ``_``, randomness comes from ``random_state``.
 The kind's hyper-parameters (``penalty=``, ``beta=``, ...) are keyword arguments too, and
 ``get_params`` lists every one of the current kind's, so a grid can search them.
@@ -32,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import check_images
 from .errors import DataError
+from .inference import apply_model
+from .metrics import psnr
 from .loop import fit
 from .models import MODELS, build_model
 from .settings import TrainConfig
@@ -161,9 +163,7 @@ class AutoencoderEstimator(TransformerMixin, BaseEstimator):
         return (x.reshape(len(x), -1) if self.flat_input_ else x).numpy()
 
     def score(self, X, y=None) -> float:
-        """The mean reconstruction PSNR on ``X`` in dB (PROTOCOLS.md): greater is better."""
-        from .inference import apply_model
-        from .metrics import psnr
+        """The mean reconstruction PSNR on ``X`` in dB (docs/protocols.md): greater is better."""
 
         check_is_fitted(self, "model_")
         x = self._images(X, self.input_shape_)

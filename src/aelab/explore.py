@@ -14,7 +14,7 @@ The page (no server, no network, everything embedded; the template is the packag
   interpolation between the codes of pins A and B. Other decoders (conv, unet, codec) get
   a note instead of the panel;
 - **denoise**: the first ``denoise_images`` images at each noise factor, with the fixed
-  evaluation noise of PROTOCOLS.md (:func:`aelab.noise.add_evaluation_noise`), noisy /
+  evaluation noise of docs/protocols.md (:func:`aelab.noise.add_evaluation_noise`), noisy /
   cleaned / original with PSNR, next to the best classical method of the run's
   ``evaluation.json`` at that factor when there is one.
 
@@ -43,7 +43,12 @@ import torch
 from torch import nn
 
 from . import runs
+from .baselines import BASELINES, make_baseline
+from .data import load_dataset
+from .embed import reduce
 from .errors import ConfigError
+from .metrics import psnr_per_image
+from .noise import add_evaluation_noise, evaluation_noise
 
 DENOISE_FACTORS = (0.1, 0.2, 0.3, 0.5)
 DENOISE_IMAGES = 100       # images offered in the denoise panel (the first of the map's)
@@ -62,7 +67,7 @@ def b64_array(a, dtype="<f4") -> str:
 def sprite(images: np.ndarray) -> dict:
     """(N, C, H, W) floats in [0, 1] -> one PNG sheet as a data URI, tile k at column
     k % cols, row k // cols; grey for one channel, RGB for three."""
-    from PIL import Image
+    from PIL import Image  # heavy: Pillow, only when the sprite sheets are drawn
 
     x = np.asarray(images, dtype=np.float32)
     n, c, h, w = x.shape
@@ -161,7 +166,6 @@ def _maps(run_dir: Path, metrics: dict) -> list[dict]:
 
 
 def _pca_map(codes: np.ndarray, labels: np.ndarray, names: list[str], description: str) -> dict:
-    from .embed import reduce
 
     points, _ = reduce(codes, method="pca", progress=False)
     return {"key": "pca (computed)", "label": f"{description} + PCA (computed for this page: the run has no "
@@ -175,7 +179,7 @@ def _batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 
 def _neighbours(codes: np.ndarray, k: int) -> np.ndarray:
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # heavy: scikit-learn
 
     k = min(k, len(codes) - 1)
     if k < 1:
@@ -205,7 +209,6 @@ def _best_classical(ev: dict, key: str) -> tuple[str, dict] | None:
 
 def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
     """Per factor key: {"label", "param", "mean_psnr", "out": (n, C, H, W)} of the best baseline."""
-    from .baselines import BASELINES, make_baseline
 
     out = {}
     for key, xn in x_noisy.items():
@@ -217,7 +220,6 @@ def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
             notes.append(f"noise {key}: the best classical method, {info['label']}, is not installed here")
             continue
         if name == "pca":  # refit the components on the clean training images, keep the tuned k
-            from .data import load_dataset
             est = make_baseline("pca")
             train = load_dataset(data, "train", limit=est.fit_images).x
             est.fit(train, train)
@@ -234,9 +236,6 @@ def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
 
 def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neighbours: int = NEIGHBOURS) -> Path:
     """Write the explorer page of ``run`` (default ``run/explore.html``) and return its path."""
-    from .data import load_dataset
-    from .metrics import psnr_per_image
-    from .noise import add_evaluation_noise, evaluation_noise
 
     run = Path(run)
     config = runs.read_config(run)

@@ -1,4 +1,4 @@
-"""Quality metrics as PROTOCOLS.md defines them.
+"""Quality metrics as docs/protocols.md defines them.
 
 - PSNR: per image ``10 log10(1 / mean((x - x_hat)^2))`` (data range 1), then the mean, dB.
 - SSIM: per image as ``skimage.metrics.structural_similarity(x, x_hat, data_range=1)``
@@ -66,7 +66,7 @@ def quality(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- 2-D maps
-# PROTOCOLS.md: trustworthiness@10 of the map against the test pixels (first 5,000 test
+# docs/protocols.md: trustworthiness@10 of the map against the test pixels (first 5,000 test
 # images) and the 5-fold kNN (k = 5) accuracy of the 2-D points.
 
 def trustworthiness(x_high, x_low, n_neighbors: int = 10, batch_size: int = 500) -> float:
@@ -127,11 +127,11 @@ def knn_cv_accuracy(points, labels, n_neighbors: int = 5, folds: int = 5, seed: 
     return float(scores.mean())
 
 
-# -- probes and code statistics (PROTOCOLS.md "Codes") ---------------------------------
+# -- probes and code statistics (docs/protocols.md "Codes") ---------------------------------
 
 def knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors: int = 5) -> float:
     """Accuracy on the test codes of a k-nearest-neighbour classifier (Euclidean, majority
-    vote) fitted on the training codes: PROTOCOLS.md's kNN probe (k = 5, 60,000 train codes,
+    vote) fitted on the training codes: docs/protocols.md's kNN probe (k = 5, 60,000 train codes,
     10,000 test codes). Codes are flattened to (N, D)."""
     from sklearn.neighbors import KNeighborsClassifier  # heavy: scikit-learn, loaded on first use
 
@@ -147,7 +147,7 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors
 
 def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, max_iter: int = 1000) -> float:
     """Test accuracy of ``sklearn.linear_model.LogisticRegression`` fitted on the standardised
-    training codes (PROTOCOLS.md's linear probe)."""
+    training codes (docs/protocols.md's linear probe)."""
     from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn, loaded on first use
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler  # heavy: scikit-learn, loaded on first use

@@ -8,6 +8,7 @@ through the keyword arguments every builder accepts: ``latent_dim`` and ``code_a
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
@@ -120,7 +121,6 @@ def build_net(name: str, input_shape, **options) -> NetPair:
     params = inspect.signature(builder).parameters
     unknown = [k for k in options if k not in params]
     if unknown:
-        import difflib
         valid = [p for p in params if p != "input_shape"]
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(valid)}"

@@ -6,7 +6,7 @@
 - ``masking:P``: a fraction P of the pixels set to 0.
 
 Every draw comes from an explicit ``torch.Generator`` so runs are reproducible; training
-draws fresh noise per batch, evaluation uses :func:`evaluation_noise` (PROTOCOLS.md).
+draws fresh noise per batch, evaluation uses :func:`evaluation_noise` (docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -136,13 +136,13 @@ def parse_noise(text: str | Noise | None) -> Noise:
 
 
 def evaluation_noise(shape, seed: int = 0) -> torch.Tensor:
-    """The fixed N(0, 1) draw of PROTOCOLS.md: ``torch.randn(shape, generator=Generator().manual_seed(0))``."""
+    """The fixed N(0, 1) draw of docs/protocols.md: ``torch.randn(shape, generator=Generator().manual_seed(0))``."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(tuple(shape), generator=g)
 
 
 def add_evaluation_noise(x: torch.Tensor, factor: float, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """``clip(x + factor * n, 0, 1)`` with the fixed evaluation draw ``n`` (PROTOCOLS.md)."""
+    """``clip(x + factor * n, 0, 1)`` with the fixed evaluation draw ``n`` (docs/protocols.md)."""
     Gaussian(factor)  # checks the factor: a ConfigError for one outside [0, 5]
     if noise is None:
         noise = evaluation_noise(x.shape)

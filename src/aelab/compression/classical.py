@@ -2,7 +2,7 @@
 
 Every codec turns the 8-bit originals (test images are k/255 exactly, so ``round(x * 255)``
 recovers them) into real bytes and back; the rate is the mean number of bytes per image,
-the distortion PSNR and SSIM per image then averaged (PROTOCOLS.md, ``aelab.metrics``).
+the distortion PSNR and SSIM per image then averaged (docs/protocols.md, ``aelab.metrics``).
 Baselines are tiny classes sharing one runner, :mod:`aelab.compression.rd` (CompressAI's
 ``class JPEG(PillowCodec): fmt = "jpeg"``), registered in :data:`CODECS` by
 ``@register_codec(name)``:

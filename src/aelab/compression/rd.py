@@ -7,7 +7,7 @@ images; :func:`learned_points` does the same for runs of aelab's learned codec
 (:mod:`.stream`, their lambda read from the model). :func:`rate_distortion` sweeps every
 method; :func:`rd` loads the data, runs it and writes ``rd.json``, ``rd.md`` and the
 figures. The rate is the mean number of bytes per image, the distortion PSNR and SSIM per
-image then averaged (PROTOCOLS.md, :mod:`aelab.metrics`).
+image then averaged (docs/protocols.md, :mod:`aelab.metrics`).
 """
 
 from __future__ import annotations

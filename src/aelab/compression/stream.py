@@ -304,7 +304,7 @@ def decompress(data: bytes, model) -> torch.Tensor:
 
 
 def rd_point(model, images: torch.Tensor) -> dict:
-    """One rate-distortion point on ``images`` (PROTOCOLS.md metrics): the real stream's size,
+    """One rate-distortion point on ``images`` (docs/protocols.md metrics): the real stream's size,
     header included, and PSNR / SSIM of what decompress gives back."""
     x = images.float().cpu()
     stream = compress(model, x)

@@ -5,7 +5,7 @@ the objective, i.e. the terms of its loss. A kind is one subclass registered wit
 :func:`register_model`; it overrides :meth:`Autoencoder.loss` (and whatever else its
 formula needs) and nothing else anywhere has to know about it.
 
-Contract (DESIGN.md): ``encode`` (N, C, H, W) -> codes, ``decode`` codes -> (N, C, H, W)
+Contract: ``encode`` (N, C, H, W) -> codes, ``decode`` codes -> (N, C, H, W)
 in [0, 1], ``forward`` = decode(encode(x)), ``loss(x_in, x_target)`` -> a dict of named
 terms plus ``"loss"``, their weighted sum, which the trainer minimises and logs.
 """
@@ -87,7 +87,7 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes flattened to (N, D) (PROTOCOLS.md); a VAE overrides this with its posterior mean."""
+        """Codes flattened to (N, D) (docs/protocols.md); a VAE overrides this with its posterior mean."""
         return self.encode(x).flatten(1)
 
     def adapt_initial_state(self, state: dict) -> dict:

@@ -34,7 +34,7 @@ Two training options, both off by default (they change the objective, not the mo
   latent units active. The step count is a buffer saved with the weights, so a resumed
   run continues the ramp; "neg_elbo" is always logged with the full KL.
 
-``encode`` returns the posterior mean mu (the codes of PROTOCOLS.md); ``forward`` decodes it.
+``encode`` returns the posterior mean mu (the codes of docs/protocols.md); ``forward`` decodes it.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ MAP_NOTE = ("Trustworthiness@10 (Venna &amp; Kaski 2001; 1 = every neighbour in 
             "in pixel space) on all the points against the test pixels, and the 5-fold accuracy "
             "of a 5-nearest-neighbour classifier on the 2-D points (how well the classes separate); "
             "\"codes kNN-5\" is the same classifier on the codes themselves, the ceiling of a map of "
-            "those codes (PROTOCOLS.md).")
+            "those codes (docs/protocols.md).")
 # a generative kind's figures (aelab.generate), in reading order, then any other vae_*.png
 GENERATIVE_FIGURES = {
     "vae_samples.png": "Samples: images decoded from z ~ N(0, I)",
@@ -209,7 +209,7 @@ def reproduce_section(config: dict, metrics: dict, command: str | None = None) -
 
 
 RD_NOTE = ("Real bytes: each codec writes its files (or one stream for a whole set) and reads them back; bytes per "
-           "image is the mean file length, PSNR and SSIM are per image then averaged (PROTOCOLS.md). Values at "
+           "image is the mean file length, PSNR and SSIM are per image then averaged (docs/protocols.md). Values at "
            "~50/~100/~200 bytes are interpolated in log bytes between measured points; \"impossible\" means the "
            "smallest file of that codec is bigger.")
 
@@ -293,7 +293,7 @@ def write_report(run_dir, command: str | None = None) -> Path:
     den_parts = []
     table = quality_table(metrics)
     if table:
-        den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (PROTOCOLS.md), "
+        den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (docs/protocols.md), "
                          "fixed evaluation noise (seed 0).</p>" + table)
     if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
         for caption, header, rows in evaluation_tables(metrics["evaluation"]):
