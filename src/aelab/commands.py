@@ -297,7 +297,9 @@ def _compare_args(p):
 
 
 def _compare(args, command_line):
-    from .compare import compare, markdown_table  # heavy: torch
+    from .compare import compare  # heavy: torch
+    from .report import write_report
+    from .report.tables import compare_markdown_table
 
     result = compare(data=args.data, out=args.out, net=args.net, latent_dim=args.latent_dim, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, seed=args.seed,
@@ -306,7 +308,9 @@ def _compare(args, command_line):
                      net_options=dict(args.net_options), device=args.device, threads=args.threads,
                      progress=args.progress, command=command_line, vae_net=args.vae_net,
                      vae_net_options=dict(args.vae_net_options) or None, vae_options=dict(args.vae_options) or None)
-    print(markdown_table(result["rows"]))
+    for run in result["runs"]:  # every row is a run directory with its own report.html
+        write_report(run, command=command_line)
+    print(compare_markdown_table(result["rows"]))
     print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
 
 

@@ -19,7 +19,6 @@ Measured for every kind, on the test set:
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,8 +33,8 @@ from .inference import apply_model
 from .metrics import jacobian_norm, knn_accuracy, near_zero_fraction, psnr, ssim
 from .models.variational import binarize
 from .noise import add_evaluation_noise, evaluation_noise
-from .report import write_report
-from .settings import TrainConfig
+from .report.tables import compare_markdown
+from .settings import CompareConfig, TrainConfig
 from .train import train_run
 
 
@@ -68,6 +67,9 @@ ENTRIES = (
 )
 
 
+VAE_ROW = "variational"  # the row the vae_* arguments change
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-")
 
@@ -78,7 +80,7 @@ def _codes(model, x, batch_size=2000):
     return torch.cat([model.codes(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
-def measure(model, train, test, jacobian_images: int = 1000, iw_samples: int = 1000,
+def measure_kind(model, train, test, jacobian_images: int = 1000, iw_samples: int = 1000,
             noise_factor: float = 0.2) -> dict:
     """The comparison's figures for one trained model (see the module docstring)."""
     row = {}
@@ -101,34 +103,20 @@ def measure(model, train, test, jacobian_images: int = 1000, iw_samples: int = 1
     return row
 
 
-COLUMNS = [  # (key, header, digits)
-    ("code_size", "code", 0), ("psnr", "PSNR clean (dB)", 2), ("ssim", "SSIM clean", 3),
-    ("psnr_denoise_0.2", "PSNR denoise 0.2 (dB)", 2), ("knn5", "kNN-5 acc.", 4), ("near_zero", "near-zero codes", 3),
-    ("jacobian", "mean ||J||_F", 2), ("neg_elbo", "-ELBO (nats)", 1), ("iw_nll", "IW bound (nats)", 1),
-    ("train_seconds", "train (s)", 0),
-]
+C = CompareConfig  # the defaults, written once
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| kind | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    sep = "|---|" + "---:|" * len(COLUMNS)
-    lines = [head, sep]
-    for r in rows:
-        cells = [f"{r[k]:.{d}f}" if isinstance(r.get(k), (int, float)) else "–" for k, _, d in COLUMNS]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def compare(data: str | None = None, out: str = "runs/compare", net: str = "dense", latent_dim: int = 32,
-            epochs: int = 20, batch_size: int = 128, lr: float = 3e-3, schedule: str = "onecycle", seed: int = 0,
-            limit: int | None = None,
-            kinds: list[str] | None = None, iw_samples: int = 1000, jacobian_images: int = 1000,
+def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net, latent_dim: int = C.latent_dim,
+            epochs: int = C.epochs, batch_size: int = C.batch_size, lr: float = C.lr, schedule: str = C.schedule,
+            seed: int = C.seed, limit: int | None = None, kinds: list[str] | None = None,
+            iw_samples: int = C.iw_samples, jacobian_images: int = C.jacobian_images,
             net_options: dict | None = None, device: str = "auto", threads: int | None = None,
             progress: bool = True, command: str | None = None, vae_net: str | None = None,
             vae_net_options: dict | None = None, vae_options: dict | None = None) -> dict:
     """Train every kind (or the entries of ``kinds``, by kind or row name) with the same
     settings, measure each, and write ``compare.md``, ``compare.json`` and
-    ``reconstructions.png`` into ``out``; return the JSON's content.
+    ``reconstructions.png`` into ``out``; return the JSON's content (``runs``: the run
+    directory of each row; ``aelab compare`` then writes each one's report.html).
 
     The variational row may differ: ``vae_net`` (another network, with ``latent_dim`` and
     ``vae_net_options`` only), ``vae_net_options`` (on top of the shared ones) and
@@ -148,7 +136,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
     vae_shared = shared if vae_net in (None, net) else {"latent_dim": latent_dim}
     for entry in entries:
         entry_net, entry_net_options, entry_options = net, {**shared, **entry.net_options}, entry.options
-        if entry.kind == "variational":
+        if entry.name == VAE_ROW:  # the --vae-* options are this row's
             entry_net = vae_net or net
             entry_net_options = {**vae_shared, **entry.net_options, **(vae_net_options or {})}
             entry_options = {**entry.options, **(vae_options or {})}
@@ -163,7 +151,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
         model.eval()
         row = {"name": entry.name, "kind": entry.kind, "net": model.net, "options": model.options(),
                "net_options": model.net_options,
-               "noise": run_config.noise or model.default_noise, **measure(model, train, test, jacobian_images,
+               "noise": run_config.noise or model.default_noise, **measure_kind(model, train, test, jacobian_images,
                                                                             iw_samples),
                "train_seconds": round(seconds, 1), "final_train_terms": {k: v[-1] for k, v in history["train"].items()}}
         runs.update_metrics(run_dir, compare=row)
@@ -179,40 +167,12 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = "dens
         "noisy_psnr_0.2": round(psnr(test.x, noisy), 3),
         "command": command,
         "rows": rows,
+        "runs": [str(out / _slug(e.name)) for e in entries],  # one run directory per row
     }
     runs.write_json(out / "compare.json", result)
-    runs.atomic_write_text(out / "compare.md", _markdown(result))
+    runs.atomic_write_text(out / "compare.md", compare_markdown(result))
     plots.rows(recon, out / "reconstructions.png", suptitle="Reconstructions of the first 10 test images")
     plots.rows(denoised, out / "denoised.png", suptitle="Each kind's output for the noisy images (factor 0.2)")
-    for entry in entries:  # every row is a run directory with its own report.html
-        write_report(out / _slug(entry.name), command=command)
     return result
 
 
-def _markdown(result: dict) -> str:
-    s = result["settings"]
-    lines = [
-        "# aelab compare", "",
-        f"Every kind on the `{s['net']}` network ({json.dumps(s['net_options'])}), {s['epochs']} epochs, batch "
-        f"{s['batch_size']}, Adam lr {s['lr']:g} ({s['schedule']} schedule), seed {s['seed']}; {s['train_images']} training and "
-        f"{s['test_images']} test images." + "".join(
-            f" The {r['name']} row: the `{r['net']}` network ({json.dumps(r['net_options'])})."
-            for r in result["rows"] if r["kind"] == "variational" and (s.get("vae_net") or s.get("vae_net_options"))),
-        "",
-        markdown_table(result["rows"]), "",
-        f"- PSNR/SSIM per test image then averaged; denoising with the fixed evaluation noise at 0.2 "
-        f"(the noisy input scores {result['noisy_psnr_0.2']:.2f} dB).",
-        "- kNN-5: fitted on the training codes, accuracy on the test codes (for the variational kind, the "
-        "posterior mean).",
-        "- near-zero codes: fraction of test code activations with |a| <= 5% of the largest.",
-        f"- mean ||J||_F: exact Frobenius norm of the encoder's Jacobian, first {s['jacobian_images']} test images.",
-    ]
-    for r in result["rows"]:
-        if "likelihood" in r:
-            lines.append(f"- {r['name']}: -ELBO and importance-weighted bound (K = {s['iw_samples']}) in nats per "
-                         f"image; likelihood: {r['likelihood']}.")
-    lines.append("- Hyper-parameters per row: " + "; ".join(
-        f"{r['name']} {json.dumps(r['options'])} noise {r['noise']}" for r in result["rows"]) + ".")
-    if result.get("command"):
-        lines += ["", f"Command: `{result['command']}`"]
-    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Rate-distortion: how many bytes per image each codec needs for a given quality (issue 8).
+"""Rate-distortion: how many bytes per image each codec needs for a given quality.
 
 :func:`measure_codec` measures one point of a classical codec (:mod:`.classical`): it
 compresses the 8-bit originals (test images are k/255 exactly, so ``round(x * 255)``

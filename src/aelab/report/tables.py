@@ -8,6 +8,7 @@ here turn those results into rows, so a table reads the same in ``evaluation.md`
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -171,3 +172,51 @@ def rd_markdown(result: dict) -> str:
     if result.get("command"):
         out += ["", "Command: `" + result["command"] + "`"]
     return "\n".join(out) + "\n"
+
+
+# -- aelab compare -----------------------------------------------------------------
+
+COMPARE_COLUMNS = [  # (key, header, digits)
+    ("code_size", "code", 0), ("psnr", "PSNR clean (dB)", 2), ("ssim", "SSIM clean", 3),
+    ("psnr_denoise_0.2", "PSNR denoise 0.2 (dB)", 2), ("knn5", "kNN-5 acc.", 4), ("near_zero", "near-zero codes", 3),
+    ("jacobian", "mean ||J||_F", 2), ("neg_elbo", "-ELBO (nats)", 1), ("iw_nll", "IW bound (nats)", 1),
+    ("train_seconds", "train (s)", 0),
+]
+
+
+def compare_markdown_table(rows: list[dict]) -> str:
+    """One row per kind, right-aligned numbers (a dash where a kind has no such figure)."""
+    header = ["kind"] + [h for _, h, _ in COMPARE_COLUMNS]
+    body = [[r["name"]] + [f"{r[k]:.{d}f}" if isinstance(r.get(k), (int, float)) else "–"
+                           for k, _, d in COMPARE_COLUMNS] for r in rows]
+    return markdown_table(header, body, align=["---"] + ["---:"] * len(COMPARE_COLUMNS))
+
+
+def compare_markdown(result: dict) -> str:
+    """``compare.md``: the settings, the table and what each column measures."""
+    s = result["settings"]
+    lines = [
+        "# aelab compare", "",
+        f"Every kind on the `{s['net']}` network ({json.dumps(s['net_options'])}), {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, Adam lr {s['lr']:g} ({s['schedule']} schedule), seed {s['seed']}; {s['train_images']} training and "
+        f"{s['test_images']} test images." + "".join(
+            f" The {r['name']} row: the `{r['net']}` network ({json.dumps(r['net_options'])})."
+            for r in result["rows"] if r["name"] == "variational" and (s.get("vae_net") or s.get("vae_net_options"))),
+        "",
+        compare_markdown_table(result["rows"]), "",
+        f"- PSNR/SSIM per test image then averaged; denoising with the fixed evaluation noise at 0.2 "
+        f"(the noisy input scores {result['noisy_psnr_0.2']:.2f} dB).",
+        "- kNN-5: fitted on the training codes, accuracy on the test codes (for the variational kind, the "
+        "posterior mean).",
+        "- near-zero codes: fraction of test code activations with |a| <= 5% of the largest.",
+        f"- mean ||J||_F: exact Frobenius norm of the encoder's Jacobian, first {s['jacobian_images']} test images.",
+    ]
+    for r in result["rows"]:
+        if "likelihood" in r:
+            lines.append(f"- {r['name']}: -ELBO and importance-weighted bound (K = {s['iw_samples']}) in nats per "
+                         f"image; likelihood: {r['likelihood']}.")
+    lines.append("- Hyper-parameters per row: " + "; ".join(
+        f"{r['name']} {json.dumps(r['options'])} noise {r['noise']}" for r in result["rows"]) + ".")
+    if result.get("command"):
+        lines += ["", f"Command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"
