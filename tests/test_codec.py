@@ -40,6 +40,7 @@ def fitted():
     model = _model(lmbda=0.01)
     fit(model, _images(192, seed=1), None, TrainConfig(epochs=20, batch_size=32, lr=3e-3, schedule="onecycle",
                                                       progress=False, threads=1))
+    model.finalise()  # as train_run does when training ends: the integer coding tables
     return model.eval()
 
 
@@ -281,6 +282,7 @@ def fitted_element(fitted):
     model.load_state_dict(model.adapt_initial_state(fitted.state_dict()))
     fit(model, _images(192, seed=1), None, TrainConfig(epochs=10, batch_size=32, lr=3e-3, schedule="onecycle",
                                                       progress=False, threads=1))
+    model.finalise()
     return model.eval()
 
 
@@ -327,3 +329,101 @@ def test_element_prior_stream_round_trips_and_matches_its_rate(fitted_element):
     with torch.no_grad():
         p = d.likelihood(torch.zeros(d.channels, 1)).squeeze(1).reshape(6, -1)  # P(0) per channel, position
     assert float((p.max(1).values - p.min(1).values).max()) > 1e-3
+
+
+# -- portable streams: the integer tables are stored, never recomputed ----------------------
+
+def test_tables_are_stored_integers_that_survive_save_and_load(fitted, tmp_path):
+    from aelab import runs
+
+    tabs = fitted.coding_tables()
+    assert all(c.dtype == torch.int64 and bool((c >= 1).all()) for _, c in tabs)
+    runs.save_model(fitted, tmp_path)
+    loaded = runs.load_model(tmp_path)
+    assert loaded.finalised
+    assert all(lo == lo2 and torch.equal(c, c2) for (lo, c), (lo2, c2) in zip(tabs, loaded.coding_tables()))
+
+
+def test_a_stream_decodes_bit_exactly_when_the_float_density_evaluates_differently(fitted, monkeypatch):
+    """Another machine (float32 instead of float64, another BLAS or thread count) evaluates the
+    density slightly differently; the decoder reads the stored tables, so the stream still
+    decodes to the very same images. Recomputing the tables from the floats would not."""
+    x = _images(30, seed=4)
+    stream = byte_stream.compress(fitted, x)
+    expected = byte_stream.decompress(stream, fitted)
+    original = type(fitted.density).pmf_table
+
+    def float32_pmf(self, radius=4096):  # the same density, evaluated in float32 and perturbed
+        ints, pmf = original(self, radius)
+        return ints, (pmf.float() * (1 + 1e-3 * torch.rand(pmf.shape, generator=torch.Generator().manual_seed(1)))
+                      ).double()
+
+    monkeypatch.setattr(type(fitted.density), "pmf_table", float32_pmf)
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(byte_stream.decompress(stream, fitted), expected)
+        # what recomputing would have done: other tables, a stream that no longer decodes the same
+        other = type(fitted)(SHAPE, net="gdn", net_options={"channels": 8, "latent_channels": 6, "stages": 2})
+        other.load_state_dict(fitted.state_dict())
+        other.finalise()
+        assert any(not torch.equal(a, b) for (_, a), (_, b) in zip(other.coding_tables(), fitted.coding_tables()))
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_init_from_a_finalised_codec_and_training_finalise_again(fitted):
+    model = _model(lmbda=0.02)
+    state = model.adapt_initial_state(fitted.state_dict())
+    model.load_state_dict(state)
+    assert not model.finalised, "the tables are derived from the weights: a fine-tune computes its own"
+
+
+# -- crafted streams: every header field checked before anything is allocated ---------------
+
+def _rewrite_header(stream: bytes, count: int) -> bytes:
+    """The stream with another image count and a checksum recomputed to match (a crafted file)."""
+    head = byte_stream.read_header(stream)
+    old = head["header"]
+    pos = 12
+    _, end = byte_stream._read_varint(old, pos)
+    new_head = old[:pos] + byte_stream._varint(count) + old[end:]
+    payload = stream[head["payload_offset"]:]
+    import struct
+    import zlib
+    return new_head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(new_head))) + payload
+
+
+@pytest.mark.parametrize("count, message", [(1_000_000_000, "claims 1000000000 images"),
+                                            (900_000, "cannot hold them"),
+                                            (5_000, "cannot hold them")])
+def test_a_crafted_image_count_is_refused_before_decoding(fitted, count, message):
+    stream = _rewrite_header(byte_stream.compress(fitted, _images(4)), count)
+    with pytest.raises(DataError, match=message) as err:
+        byte_stream.decompress(stream, fitted)
+    assert "\n" not in str(err.value)
+
+
+def test_the_checksum_covers_the_header(fitted):
+    stream = bytearray(byte_stream.compress(fitted, _images(4)))
+    stream[12] ^= 0x01  # the image count, checksum left as it was
+    with pytest.raises(DataError, match="checksum|cannot hold"):
+        byte_stream.decompress(bytes(stream), fitted)
+
+
+def test_a_crafted_stream_through_the_cli_is_one_line(fitted, tmp_path, capsys):
+    from aelab import runs
+    from aelab.cli import main
+
+    run = tmp_path / "run"
+    runs.save_model(fitted, run)
+    bad = tmp_path / "bad.ael"
+    bad.write_bytes(_rewrite_header(byte_stream.compress(fitted, _images(4)), 1_000_000_000))
+    assert main(["decompress", str(bad), "--run", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aelab: error: ") and "claims 1000000000 images" in err and "\n" not in err
+
+
+def test_a_header_over_the_value_limit_is_refused(fitted, monkeypatch):
+    monkeypatch.setattr(byte_stream, "MAX_VALUES", 100)
+    with pytest.raises(DataError, match="more than 100 values"):
+        byte_stream.decompress(byte_stream.compress(fitted, _images(4)), fitted)

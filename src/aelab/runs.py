@@ -149,9 +149,10 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
         raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc}); "
                           "the file is damaged, retrain or restore it") from None
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    derived = set(getattr(model, "derived_keys", ()))  # sized by the file, may be absent (codec tables)
+    missing = [k for k in own if k not in state and k not in derived]
     extra = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [k for k in own if k in state and k not in derived and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or extra or wrong:
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
                   f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the config builds {tuple(own[wrong[0]].shape)}")

@@ -62,6 +62,7 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
             runs.save_model(model, out, train_config=record, extra=extra)
         distributed.barrier()
     history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end)
+    model.finalise()  # data a kind derives once from its final weights (the codec's coding tables)
     if distributed.is_main():
         runs.save_model(model, out, train_config=record, extra=extra)
     return model, history

@@ -8,16 +8,18 @@ synthesis transform. The stream (all integers big-endian)::
 
     "AEL"  version (1 byte)  model id (8 bytes)            12 bytes
     N  C H W  rank  latent dims ...                          unsigned LEB128 varints
-    CRC-32 of the payload (4 bytes)
+    CRC-32 of the header above and the payload (4 bytes)
     payload: the range coder's 32-bit words (little-endian), to the end of the stream
 
 The model id is the first 8 bytes of SHA-256 over the model's config (canonical JSON) and
 weights, so a stream decodes only with the model that wrote it. Integer latents are exact:
 each channel codes the symbols lo..hi of its density (tails of mass < 2^-24 cut off) plus
 an escape symbol; an escaped latent follows after all channels as a side bit (above hi /
-below lo) and its distance (16 bits, uniform). The probability tables are evaluated in
-float64 from the weights and rounded to multiples of 2^-40, so encoder and decoder build
-identical tables. The decoder runs in fixed chunks of :data:`CHUNK` images, in float32 on
+below lo) and its distance (16 bits, uniform). The probability tables are integers
+(multiples of 2^-40) computed once from the density when the codec is finalised (at the
+end of training) and stored with its weights; compress and decompress only read them, so
+a stream decodes on another machine, thread count or GPU. Every header field is checked
+against hard limits and the payload's length before anything is allocated. The decoder runs in fixed chunks of :data:`CHUNK` images, in float32 on
 the CPU, so ``decompress(compress(model, x), model)`` equals :func:`reconstruct` (model's
 own decode of the rounded latents) bit for bit on the same machine and library versions.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import struct
 import zlib
@@ -40,15 +43,16 @@ from ..data import check_images, load_image_folder, load_npz, read_file_bytes
 from ..errors import ConfigError, DataError
 from ..images import png_bytes, read_images
 from ..metrics import psnr, ssim
-from ..models.codec import LearnedCodec
+from ..models.codec import TABLE_GRID, LearnedCodec
 
 MAGIC = b"AEL"
-VERSION = 1
+VERSION = 2                 # 2: the checksum covers the header too; integer tables stored with the model
 CHUNK = 256                 # images per encode/decode call: fixed, so results never depend on N
-TAIL = 2.0 ** -24           # probability mass cut from each tail of a channel's table
-RADIUS = 4096               # tables are searched over the integers -RADIUS..RADIUS
 _ESCAPE_BYTES = 2           # an escaped latent's distance beyond the table, in bytes
-_GRID = 2.0 ** 40           # table probabilities are rounded to multiples of 1 / _GRID
+# hard limits on what a header may claim, checked before anything is allocated
+MAX_IMAGES = 1_000_000      # images in one stream
+MAX_SIDE = 4096             # each dimension of the image and latent shapes
+MAX_VALUES = 2 ** 26        # latent values in one stream (images x latent size): 512 MB as int64
 
 
 def _constriction():
@@ -80,23 +84,19 @@ def model_id(model) -> bytes:
 # -- tables ---------------------------------------------------------------------------------
 
 def tables(model) -> list[tuple[int, np.ndarray]]:
-    """Per latent channel: (lo, probabilities of lo..hi then the escape symbol), float64."""
-    ints, pmf = model.density.pmf_table(RADIUS)  # (2R+1,), (C, 2R+1)
-    pmf = pmf.numpy()
-    out = []
-    for row in pmf:
-        left = np.cumsum(row)
-        right = np.cumsum(row[::-1])[::-1]
-        lo = int(np.searchsorted(left, TAIL, side="right"))          # first index where the left tail > TAIL
-        hi = len(row) - 1 - int(np.searchsorted(right[::-1], TAIL, side="right"))
-        if lo > hi:  # a density almost entirely outside the grid: one symbol, the rest escapes
-            lo = hi = int(np.argmax(row))
-        probs = row[lo:hi + 1]
-        escape = max(1.0 - float(probs.sum()), 2.0 * TAIL)
-        probs = np.append(probs, escape)
-        probs = np.maximum(np.round(probs * _GRID), 1.0) / _GRID
-        out.append((int(ints[lo]), probs))
-    return out
+    """Per density: (lo, probabilities of lo..hi then the escape symbol), float64.
+
+    Read from the integer tables stored with the model (:meth:`LearnedCodec.finalise`): each
+    probability is an exact int64 count / 2^40, the same on every machine."""
+    return [(lo, counts.numpy().astype(np.float64) / TABLE_GRID) for lo, counts in model.coding_tables()]
+
+
+def _min_payload_bytes(model, n: int) -> float:
+    """The fewest bytes a stream of ``n`` images can take: each coded symbol costs at least
+    -log2 of its density's largest probability."""
+    per_density = n * int(np.prod(model.code_shape, dtype=np.int64)) // model.density.channels
+    bits = sum(-np.log2(p.max()) for _, p in tables(model)) * per_density
+    return bits / 8
 
 
 # -- latents ------------------------------------------------------------------------------
@@ -236,13 +236,15 @@ def compress(model, images: torch.Tensor) -> bytes:
     if tuple(x.shape[1:]) != model.input_shape:
         raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
                         "resize them or train a codec for this shape")
+    if not model.finalised:  # a model fresh from training: its integer tables, computed once
+        model.finalise()
     y_hat = latents(model, x)
     words = encode_latents(model, y_hat)
     payload = words.astype("<u4").tobytes()
     head = MAGIC + bytes([VERSION]) + model_id(model) + _varint(len(x))
     head += b"".join(_varint(int(s)) for s in model.input_shape)
     head += _varint(len(y_hat.shape) - 1) + b"".join(_varint(int(s)) for s in y_hat.shape[1:])
-    return head + struct.pack(">I", zlib.crc32(payload)) + payload
+    return head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
 def read_header(data: bytes) -> dict:
@@ -261,6 +263,9 @@ def read_header(data: bytes) -> dict:
     ident = data[4:12]
     pos = 12
     n, pos = _read_varint(data, pos)
+    if not 1 <= n <= MAX_IMAGES:
+        raise DataError(f"the stream's header claims {n} images, expected 1 to {MAX_IMAGES:,}; it is damaged "
+                        "or crafted, compress the images again")
     shape = []
     for _ in range(3):
         v, pos = _read_varint(data, pos)
@@ -272,11 +277,17 @@ def read_header(data: bytes) -> dict:
     for _ in range(rank):
         v, pos = _read_varint(data, pos)
         latent.append(v)
+    if any(not 1 <= v <= MAX_SIDE for v in shape + latent):
+        raise DataError(f"the stream's header claims shapes {tuple(shape)} / {tuple(latent)}, expected sides of 1 "
+                        f"to {MAX_SIDE}; it is damaged or crafted, compress the images again")
+    if n * math.prod(latent) > MAX_VALUES:
+        raise DataError(f"the stream's header claims {n:,} images of {math.prod(latent):,} latents, more than "
+                        f"{MAX_VALUES:,} values in all; split the images into several streams")
     if len(data) < pos + 4:
         raise DataError("the stream ends inside its header (truncated); compress the images again")
     (crc,) = struct.unpack(">I", data[pos:pos + 4])
     return {"version": data[3], "model_id": ident, "count": n, "shape": tuple(shape),
-            "latent_shape": tuple(latent), "crc": crc, "payload_offset": pos + 4}
+            "latent_shape": tuple(latent), "crc": crc, "payload_offset": pos + 4, "header": data[:pos]}
 
 
 def decompress(data: bytes, model) -> torch.Tensor:
@@ -291,9 +302,13 @@ def decompress(data: bytes, model) -> torch.Tensor:
         raise DataError(f"the stream's shapes {head['shape']} / {head['latent_shape']} do not match the model's "
                         f"{model.input_shape} / {tuple(model.code_shape)}; the header is damaged")
     payload = data[head["payload_offset"]:]
-    if len(payload) % 4 or zlib.crc32(payload) != head["crc"]:
-        raise DataError(f"the stream is corrupted or truncated ({len(data)} bytes, payload checksum mismatch); "
+    if len(payload) % 4 or zlib.crc32(payload, zlib.crc32(head["header"])) != head["crc"]:
+        raise DataError(f"the stream is corrupted or truncated ({len(data)} bytes, checksum mismatch); "
                         "compress the images again")
+    if len(payload) + 8 < _min_payload_bytes(model, head["count"]):
+        raise DataError(f"the stream's header claims {head['count']:,} images, but its {len(payload):,} bytes of "
+                        f"payload cannot hold them (at least {_min_payload_bytes(model, head['count']):,.0f}); "
+                        "it is damaged or crafted, compress the images again")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         y_hat = decode_latents_stream(model, words, head["count"], head["latent_shape"])
@@ -343,6 +358,9 @@ def compress_files(run_dir, inputs, out_path) -> dict:
     """Compress image files (or one folder of images, or one .npz) with the run's codec into
     ``out_path``; returns {"images", "bytes", "bytes_per_image", "path"}."""
     model = load_codec(run_dir)
+    if not model.finalised:  # a run trained before the tables were stored: compute them once, keep them
+        model.finalise()
+        runs.save_weights(model, runs.run_file(run_dir, runs.WEIGHTS))
     x = _load_inputs(inputs, model.input_shape)
     if tuple(x.shape[1:]) != model.input_shape:
         raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "

@@ -90,6 +90,14 @@ class Autoencoder(nn.Module):
         """Codes flattened to (N, D) (docs/protocols.md); a VAE overrides this with its posterior mean."""
         return self.encode(x).flatten(1)
 
+    # buffers a kind derives from its weights (finalise), whose size the saved file decides
+    # and which an older file may lack; runs.load_weights does not hold them to the config's shapes
+    derived_keys: ClassVar[tuple[str, ...]] = ()
+
+    def finalise(self) -> None:
+        """Called once when training ends, before the weights are saved: a kind that derives
+        fixed data from its weights (the codec's integer coding tables) computes it here."""
+
     def adapt_initial_state(self, state: dict) -> dict:
         """Another run's weights, made to fit this model before ``train(init=...)`` loads them
         (a kind whose options reshape some weights overrides this); by default unchanged."""

@@ -69,6 +69,10 @@ from .base import Autoencoder, register_model
 _PEDESTAL = 2.0 ** -36
 LIKELIHOOD_BOUND = 1e-9      # smallest probability of a latent in the rate term (as CompressAI)
 LATENT_LIMIT = 2 ** 15 - 1   # |y_hat| is clamped here: the byte stream's escape codes reach this far
+TABLE_RADIUS = 4096         # coding tables are searched over the integers -RADIUS..RADIUS
+TABLE_TAIL = 2.0 ** -24     # probability mass cut from each tail of a density's table
+TABLE_GRID = 2 ** 40        # table probabilities are integers: multiples of 1 / TABLE_GRID
+TABLE_KEYS = ("table_lo", "table_sizes", "table_counts")  # the coding tables' buffers
 
 
 # -- GDN -------------------------------------------------------------------------------
@@ -263,6 +267,7 @@ class LearnedCodec(Autoencoder):
     density (see the module docstring for the formula, units and references)."""
 
     net_defaults = {"code_activation": "none"}  # a signed latent (the conv net's default is ReLU)
+    derived_keys = TABLE_KEYS
 
     def __init__(self, input_shape, net: str = "gdn", net_options=None, reconstruction: str = "mse",
                  lmbda: float = 0.01,                  # distortion weight: larger = more bytes, more dB
@@ -285,6 +290,64 @@ class LearnedCodec(Autoencoder):
         self.latent_channels = int(self.code_shape[0])
         self.positions = math.prod(self.code_shape[1:])
         self.density = FactorizedDensity(self.latent_channels * (self.positions if prior == "element" else 1))
+        # The range coder's tables, as integers, computed once by finalise() and saved with the
+        # weights: compress and decompress read them and never evaluate the float density, so a
+        # stream decodes on any machine (another BLAS, thread count, GPU) to the same integers.
+        for key in TABLE_KEYS:
+            self.register_buffer(key, torch.zeros(0, dtype=torch.int64))
+
+    # -- the coding tables ---------------------------------------------------------------------
+    @torch.no_grad()
+    def finalise(self) -> None:
+        """Compute the integer coding tables from the density (float64 on the CPU), once.
+
+        Per density: the integers lo..hi holding all but TABLE_TAIL of each tail's mass, then
+        an escape symbol for the rest; each probability rounded to a positive multiple of
+        1 / TABLE_GRID and stored as that multiple (an int64 count)."""
+        ints, pmf = self.density.pmf_table(TABLE_RADIUS)  # (2R+1,), (D, 2R+1) float64
+        los, sizes, counts = [], [], []
+        for row in pmf.numpy():
+            left = row.cumsum()
+            right = row[::-1].cumsum()
+            lo = int((left <= TABLE_TAIL).sum())                    # first index whose left tail exceeds TAIL
+            hi = len(row) - 1 - int((right <= TABLE_TAIL).sum())
+            if lo > hi:  # a density almost entirely outside the grid: one symbol, the rest escapes
+                lo = hi = int(row.argmax())
+            probs = row[lo:hi + 1]
+            escape = max(1.0 - float(probs.sum()), 2.0 * TABLE_TAIL)
+            c = torch.from_numpy((torch.tensor(list(probs) + [escape], dtype=torch.float64) * TABLE_GRID)
+                                 .round().clamp_min(1).numpy()).long()
+            los.append(int(ints[lo]))
+            sizes.append(len(c))
+            counts.append(c)
+        device = self.density.matrices[0].device
+        self.table_lo = torch.tensor(los, dtype=torch.int64, device=device)
+        self.table_sizes = torch.tensor(sizes, dtype=torch.int64, device=device)
+        self.table_counts = torch.cat(counts).to(device)
+
+    @property
+    def finalised(self) -> bool:
+        return self.table_sizes.numel() == self.density.channels
+
+    def coding_tables(self) -> list[tuple[int, torch.Tensor]]:
+        """Per density: (lo, the int64 counts of lo..hi then the escape symbol), as stored."""
+        if not self.finalised:
+            raise ConfigError("this codec has no coding tables yet (a run trained before they were stored); "
+                              "compress once with `aelab compress --run DIR`, which stores them in the run")
+        counts = self.table_counts.cpu().split(self.table_sizes.cpu().tolist())
+        return [(int(lo), c) for lo, c in zip(self.table_lo.cpu().tolist(), counts)]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """The tables' buffers take the saved size; a run saved without them loads unfinalised."""
+        for key in TABLE_KEYS:
+            if prefix + key in state_dict:
+                setattr(self, key, torch.zeros_like(state_dict[prefix + key]))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        for key in TABLE_KEYS:
+            if prefix + key in missing_keys:
+                missing_keys.remove(prefix + key)
 
     # -- the contract ------------------------------------------------------------------------
     def quantize(self, y: torch.Tensor) -> torch.Tensor:
@@ -311,8 +374,9 @@ class LearnedCodec(Autoencoder):
     def adapt_initial_state(self, state: dict) -> dict:
         """Weights of a run with ``prior="channel"`` start an ``"element"`` model: each channel's
         density is copied to its every position (``aelab train --init``)."""
+        state = {k: v for k, v in state.items() if k not in TABLE_KEYS}  # derived: finalise() recomputes them
+        state.update({k: getattr(self, k) for k in TABLE_KEYS})
         if self.prior == "element":
-            state = dict(state)
             for key, value in state.items():
                 if key.startswith("density.") and value.shape[0] * self.positions == self.density.channels:
                     state[key] = value.repeat_interleave(self.positions, dim=0)
