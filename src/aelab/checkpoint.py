@@ -31,7 +31,7 @@ class TrainState:
 
 def save_checkpoint(path: Path, model, optimizer, state: TrainState, perm_gen, noise_gen) -> None:
     payload = {
-        "model": runs._state_dict(model),
+        "model": runs.plain_state_dict(model),
         "optimizer": optimizer.state_dict(),
         "epoch": state.epoch, "step": state.step, "seconds": state.seconds,
         "perm": state.perm if state.perm is not None else torch.empty(0, dtype=torch.long),

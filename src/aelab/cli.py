@@ -92,6 +92,16 @@ COMMANDS = (
             "(hover for the image, its reconstruction and neighbours), sliders that decode live in the\n"
             "browser (dense decoders), and a noise slider with the model's cleaned images.\n\n"
             "example:\n  aelab explore --run runs/vae --out explore.html", c._explore_args, c._explore),
+    Command("zoo", "the trained models shipped with aelab: list, show a card, retrain",
+            "The zoo's models work wherever a run directory does: --run zoo:NAME.\n\nexamples:\n"
+            "  aelab zoo\n  aelab zoo show denoiser-tutorial\n"
+            "  aelab denoise --run zoo:denoiser-unet noisy.png --out cleaned/\n"
+            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", c._zoo_args, c._zoo),
+    Command("verify", "re-measure the zoo's cards from the shipped weights",
+            "Measure every figure of each card again on the real test set and print card / measured /\n"
+            "difference / verdict; exit 2 when a figure is outside its tolerance.\n\nexamples:\n"
+            "  aelab verify --quick\n  aelab verify denoiser-tutorial\n"
+            "  aelab verify --run runs/rebuilt/reproduce --against zoo:denoiser-tutorial", c._verify_args, c._verify),
     Command("data", "look at the data", "example:\n  aelab data show --out runs/data", c._data_args, c._data),
 )
 

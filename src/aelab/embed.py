@@ -297,8 +297,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
         raise ConfigError(f"expected --on test or train, found {on!r}")
     if run is None and baseline is None:
         raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
-    out = Path(out if out is not None else run if run is not None else f"runs/embed-{baseline}")
-    has_config = run is not None and (baseline is None or (Path(run) / runs.CONFIG).exists())
+    out = runs.output_dir(run, out) if run is not None else Path(out if out is not None else f"runs/embed-{baseline}")
+    has_config = run is not None and (baseline is None or runs.has_config(run))
     run_config = runs.read_config(run) if has_config else {}
     if data is None:
         data = run_config.get("train", {}).get("data")

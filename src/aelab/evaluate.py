@@ -72,7 +72,7 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     PSNR after the model, at noise 0.2 or the first factor: noisy / each method / clean),
     and returns the results (``aelab evaluate`` then rewrites ``report.html``).
     """
-    run = Path(run)
+    run = runs.output_dir(run)  # a zoo model is evaluated in a copy, runs/zoo-NAME
     config = runs.read_config(run)
     model = runs.load_model(run)
     if threads:

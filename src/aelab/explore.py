@@ -237,7 +237,8 @@ def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
 def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neighbours: int = NEIGHBOURS) -> Path:
     """Write the explorer page of ``run`` (default ``run/explore.html``) and return its path."""
 
-    run = Path(run)
+    run_name = run
+    run = runs.locate(run)
     config = runs.read_config(run)
     model = runs.load_model(run)
     metrics_path = runs.run_file(run, runs.METRICS)
@@ -318,7 +319,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
         span = np.maximum(hi - lo, 1e-3)  # slider range: the codes' range, a quarter wider each side
         page_data["decoder"]["lo"] = [round(float(v), 3) for v in lo - 0.25 * span]
         page_data["decoder"]["hi"] = [round(float(v), 3) for v in hi + 0.25 * span]
-    out = Path(out) if out is not None else run / "explore.html"
+    out = Path(out) if out is not None else runs.output_dir(run_name) / "explore.html"
     return runs.atomic_write_text(out, render(page_data))
 
 

@@ -40,14 +40,13 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
     ``data``: where to take the test images for traversals and interpolation (default: the
     run's training data); without test images those two figures start from z = 0 / are skipped.
     """
-    run = Path(run)
     model = runs.load_model(run)
     if not hasattr(model, "sample"):
         raise ConfigError(f"expected a run of a generative kind (variational), found kind {model.kind!r} in {run}; "
                           "train one with `aelab train --kind variational`")
     if n < 1 or steps < 2:
         raise ConfigError(f"expected n >= 1 and steps >= 2, found n={n}, steps={steps}")
-    out = Path(out) if out is not None else run / "figures"
+    out = Path(out) if out is not None else runs.output_dir(run) / "figures"
     gen = torch.Generator().manual_seed(seed)
     written = [plots.image_grid(model.sample(n, generator=gen), out / "vae_samples.png", ncols=min(n, 10),
                                 suptitle=f"{n} samples from the prior N(0, I)", cell=0.9)]

@@ -58,7 +58,7 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
     """
     model = runs.load_model(run, device=device)
     c, h, w = model.input_shape
-    out = Path(out) if out is not None else Path(run) / "denoised"
+    out = Path(out) if out is not None else runs.output_dir(run) / "denoised"
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not inputs:
         raise DataError("expected at least one image file or .npz to denoise, found none")

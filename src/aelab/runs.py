@@ -28,6 +28,9 @@ FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+ZOO_PREFIX = "zoo:"          # `--run zoo:NAME`: a model shipped with the package
+ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "models"
+
 CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
     "config.json", "model.safetensors", "history.json", "metrics.json", "checkpoint.pt")
 
@@ -125,7 +128,7 @@ def check_keys(section: dict, known, where: str) -> None:
             raise ConfigError(f"{where}: unknown key {key!r}; {hint}")
 
 
-def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The unwrapped module's state dict (no ``module.`` or ``_orig_mod.`` prefixes)."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
@@ -134,7 +137,7 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: torch.nn.Module, path) -> Path:
     """The model's weights as a safetensors file, written atomically."""
-    return atomic_write_bytes(path, save_safetensors(_state_dict(model), metadata={"format": "pt"}))
+    return atomic_write_bytes(path, save_safetensors(plain_state_dict(model), metadata={"format": "pt"}))
 
 
 def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
@@ -180,8 +183,46 @@ def save_model(model, run_dir, train_config: dict | None = None, extra: dict | N
     return run_dir
 
 
+def zoo_names() -> list[str]:
+    """The models shipped in the zoo (folders of ``aelab/zoo/models`` holding a ``config.json``)."""
+    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / CONFIG).is_file()) if ZOO_DIR.is_dir() else []
+
+
+def is_zoo(run) -> bool:
+    return str(run).startswith(ZOO_PREFIX)
+
+
+def locate(run) -> Path:
+    """The folder of a run: a path as given, or for ``zoo:NAME`` the zoo model's folder in the package."""
+    if not is_zoo(run):
+        return Path(run)
+    name = str(run)[len(ZOO_PREFIX):]
+    names = zoo_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        raise ConfigError(f"expected a zoo model name, found {name!r}" + (f" (did you mean zoo:{close[0]}?)" if close
+                          else "") + f"; the zoo has {', '.join('zoo:' + n for n in names) or 'no models'}")
+    return ZOO_DIR / name
+
+
+def output_dir(run, out=None) -> Path:
+    """Where a command that writes beside a run puts its files: ``out`` when given, else the run
+    itself; a zoo model's folder is never written: its config and weights are first copied to
+    ``runs/zoo-NAME`` (once), which then takes the files."""
+    if out is not None:
+        return Path(out)
+    if not is_zoo(run):
+        return Path(run)
+    source = locate(run)
+    target = Path("runs") / f"zoo-{source.name}"
+    for name in (CONFIG, WEIGHTS):
+        if not (target / name).is_file():
+            atomic_write_bytes(target / name, run_file(source, name).read_bytes())
+    return target
+
+
 def read_config(run_dir) -> dict:
-    run_dir = Path(run_dir)
+    run_dir = locate(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"expected a run directory at {run_dir}, found nothing; "
                           "train one with `aelab train --out DIR` or `aelab reproduce`")
@@ -230,8 +271,8 @@ def model_from_config(model_config: dict):
 
 
 def load_model(run_dir, device: str | torch.device = "cpu"):
-    """Rebuild the model of ``run_dir`` from its config and load its weights, in eval mode."""
-    run_dir = Path(run_dir)
+    """Rebuild the model of ``run_dir`` (a folder, or ``zoo:NAME``) from its config and load its weights, in eval mode."""
+    run_dir = locate(run_dir)
     config = read_config(run_dir)
     model = model_from_config(config["model"])
     load_weights(model, run_file(run_dir, WEIGHTS))
@@ -255,7 +296,7 @@ def inside(run_dir, relative: str | os.PathLike) -> Path:
     """``run_dir / relative``, refusing any path that would escape ``run_dir``: an absolute
     path, ``..`` components, or a symbolic link (anywhere along the way) pointing outside.
     Use it for every path that comes from a config, a metrics file or an archive."""
-    base = Path(run_dir).resolve()
+    base = locate(run_dir).resolve()
     target = (base / relative).resolve()
     if target != base and base not in target.parents:
         raise ConfigError(f"expected a path inside {base}, found {str(relative)!r} which leads to {target}; "
@@ -266,8 +307,9 @@ def inside(run_dir, relative: str | os.PathLike) -> Path:
 def run_file(run_dir, name: str) -> Path:
     """The file ``name`` of a run directory, checked with :func:`inside` (a ``config.json`` or a
     figure that is a link to a file elsewhere is refused, not read)."""
+    run_dir = locate(run_dir)
     inside(run_dir, name)
-    return Path(run_dir) / name
+    return run_dir / name
 
 
 def has_config(run_dir) -> bool:

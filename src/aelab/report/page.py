@@ -253,7 +253,7 @@ def _number_sections(body: str) -> str:
 
 def write_report(run_dir, command: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from whatever the run holds and return its path."""
-    run_dir = Path(run_dir)
+    run_dir = runs.output_dir(run_dir)  # a zoo model's report goes to runs/zoo-NAME
     rd_only = not (run_dir / runs.CONFIG).exists() and (run_dir / "rd.json").is_file()  # `aelab rd` without a model
     config = {"model": None} if rd_only else runs.read_config(run_dir)
     metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
