@@ -93,9 +93,10 @@ def write_json(path, obj) -> Path:
 
 
 def read_json(path) -> dict:
-    """A JSON object from ``path``; anything else (missing, not UTF-8, not JSON, not an object)
-    is a one-line :class:`ConfigError`."""
-    path = Path(path)
+    """A JSON object from the run file ``path``; anything else (missing, a link out of its
+    folder, not UTF-8, not JSON, nested too deeply, not an object) is a one-line
+    :class:`ConfigError`."""
+    path = own_file(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -138,8 +139,9 @@ def save_weights(model: torch.nn.Module, path) -> Path:
 
 
 def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
-    """Load a safetensors file into ``model``; a damaged or mismatched file is a one-line error."""
-    path = Path(path)
+    """Load the safetensors run file ``path`` into ``model``; a damaged or mismatched file, or a
+    link out of its folder, is a one-line error."""
+    path = own_file(path)
     try:
         state = load_safetensors(path.read_bytes())
     except FileNotFoundError:
@@ -243,7 +245,7 @@ def load_history(run_dir) -> dict:
 
 def update_metrics(run_dir, **sections) -> dict:
     """Merge ``sections`` into ``metrics.json`` (created when missing) and return the whole."""
-    path = Path(run_dir) / METRICS
+    path = run_file(run_dir, METRICS)
     metrics = read_json(path) if path.exists() else {}
     metrics.update(sections)
     write_json(path, metrics)
@@ -267,6 +269,13 @@ def run_file(run_dir, name: str) -> Path:
     figure that is a link to a file elsewhere is refused, not read)."""
     inside(run_dir, name)
     return Path(run_dir) / name
+
+
+def own_file(path) -> Path:
+    """``path`` checked with :func:`run_file` against its own folder: what every reader of a
+    run's files (JSON, weights, checkpoint) calls, so that none follows a link out of the run."""
+    path = Path(path)
+    return run_file(path.parent, path.name)
 
 
 def has_config(run_dir) -> bool:

