@@ -85,3 +85,13 @@ def test_links_inside_the_run_are_still_read(run_dir):
     (run_dir / "h.json").write_text('{"train": {}}')
     (run_dir / runs.HISTORY).symlink_to("h.json")
     assert runs.load_history(run_dir) == {"train": {}}
+
+
+# ================================================================== 8. small ones
+
+def test_json_nested_too_deeply_says_so(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("[" * 100000)
+    raises(ConfigError, lambda: runs.read_json(path), "metrics.json", "nested too deeply", "levels",
+           "retrain or restore it")
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -105,9 +106,13 @@ def read_json(path) -> dict:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: expected valid JSON, found an error at line {exc.lineno} ({exc.msg}); "
                           "the file is damaged, retrain or restore it") from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: expected a UTF-8 JSON file, found {type(exc).__name__}; "
-                          "the file is damaged, retrain or restore it") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: expected JSON nested at most a few hundred levels deep, found it nested too "
+                          f"deeply (more than {sys.getrecursionlimit()} levels); the file is damaged or "
+                          "hostile, retrain or restore it") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 JSON file, found a byte that is not UTF-8 at offset "
+                          f"{exc.start}; the file is damaged, retrain or restore it") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
     if not isinstance(obj, dict):
