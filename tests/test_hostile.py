@@ -95,3 +95,40 @@ def test_json_nested_too_deeply_says_so(tmp_path):
     raises(ConfigError, lambda: runs.read_json(path), "metrics.json", "nested too deeply", "levels",
            "retrain or restore it")
 
+
+def _disk_full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_on_a_new_file_does_not_claim_a_previous_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    msg = raises(ConfigError, lambda: runs.write_json(tmp_path / "new.json", {}), "could not write", "new.json",
+                 "No space left on device", "nothing was written", "free some disk space")
+    assert "previous file" not in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_leaves_no_half_run_behind(tmp_path, monkeypatch, fake_fashion, capsys):
+    model = build_model("denoising", (1, 12, 12))
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    raises(ConfigError, lambda: runs.save_model(model, tmp_path / "runs" / "new"), "config.json",
+           "No space left on device", "nothing was written")
+    assert not (tmp_path / "runs").exists()
+    out = tmp_path / "cli-run"
+    cli_error(capsys, ["train", "--data", str(fake_fashion), "--epochs", "1", "--out", str(out), "--no-progress"],
+              "could not write", "nothing was written", "free some disk space")
+    assert not out.exists()
+    existing = tmp_path / "existing"  # a folder the user made: kept, but nothing half-written in it
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    raises(ConfigError, lambda: runs.save_model(model, existing), "nothing was written")
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+
+def test_full_disk_on_the_weights_keeps_an_existing_run(run_dir, monkeypatch):
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    raises(ConfigError, lambda: runs.save_model(build_model("denoising", (1, 12, 12)), run_dir),
+           "the previous file is kept")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before

@@ -40,6 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     :class:`ConfigError` and leaves the previous ``path`` untouched.
     """
     path = Path(path)
+    existed = os.path.lexists(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -59,7 +60,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise ConfigError(f"could not write {path} ({exc.strerror or exc}); the previous file is kept, "
+            kept = "the previous file is kept" if existed else "nothing was written there"
+            raise ConfigError(f"could not write {path} ({exc.strerror or exc}); {kept}, "
                               "free some disk space or choose another --out") from None
         raise
     try:  # make the rename itself durable
@@ -173,16 +175,33 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
 
 
 def save_model(model, run_dir, train_config: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``run_dir``."""
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir``. When a write fails (a full
+    disk), what this call created (the files, the folders) is removed again: a new run is not
+    left behind half-written, an existing one keeps its previous files."""
     run_dir = Path(run_dir)
+    new_dirs = [d for d in (run_dir, *run_dir.parents) if not os.path.lexists(d)]  # deepest first
+    new_files = [run_dir / n for n in (CONFIG, WEIGHTS) if not os.path.lexists(run_dir / n)]
     config = {"format_version": FORMAT_VERSION, "aelab_version": __version__,
               "model": getattr(model, "module", model).config()}
     if train_config is not None:
         config["train"] = train_config
     if extra:
         config.update(extra)
-    write_json(run_dir / CONFIG, config)
-    save_weights(model, run_dir / WEIGHTS)
+    try:
+        write_json(run_dir / CONFIG, config)
+        save_weights(model, run_dir / WEIGHTS)
+    except BaseException:
+        for path in new_files:
+            try:
+                path.unlink()
+            except OSError:  # never written, or not removable: the error below says what went wrong
+                pass
+        for folder in new_dirs:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or never made: leave it
+                break
+        raise
     return run_dir
 
 
