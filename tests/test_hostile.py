@@ -6,9 +6,9 @@ half-written and nothing outside a run is read."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
-import struct
 import zipfile
 
 import numpy as np
@@ -20,6 +20,8 @@ from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.models import build_model
 
+from conftest import write_idx
+from imagefiles import write_png
 from test_errors import cli_error, raises
 
 
@@ -132,3 +134,69 @@ def test_full_disk_on_the_weights_keeps_an_existing_run(run_dir, monkeypatch):
            "the previous file is kept")
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+# ================================================================== 3. what cannot fit in memory
+
+def _folder(tmp_path, n=3, side=8):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(n):
+        write_png(folder / f"{i}.png", np.full((side, side), 40 * i, np.uint8))
+    return folder
+
+
+def test_absurd_size_is_refused_before_anything_is_read(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    out = tmp_path / "run"
+    cli_error(capsys, ["train", "--data", str(folder), "--size", "100000,100000", "--out", str(out), "--no-progress"],
+              "expected a size H,W of at most 4096 pixels a side", "found 100000,100000", "smaller --size")
+    assert not out.exists()
+    raises(ConfigError, lambda: data.load_image_folder(folder, size=(4097, 28)), "at most 4096", "found 4097,28")
+    raises(ConfigError, lambda: data.load_image_folder(folder, size=(-3, 28)), "two positive integers", "found -3,28")
+    assert data.load_image_folder(folder, size=(4096, 1)).x.shape == (3, 1, 4096, 1)
+
+
+def test_image_folder_that_cannot_fit_in_memory(tmp_path, monkeypatch, capsys):
+    folder = _folder(tmp_path, n=3, side=8)
+    monkeypatch.setattr(data, "available_memory", lambda: 100_000)
+    read = []
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: read.append(a) or np.zeros((8, 8), np.float32))
+    msg = raises(DataError, lambda: data.load_image_folder(folder, size=(100, 100)), "expected data that fits in memory",
+                 "3 images of 1x100x100", "would need 0.1 MB", "smaller --size H,W or --limit N")
+    assert not read, "refused before any image was decoded"
+    cli_error(capsys, ["train", "--data", str(folder), "--size", "100,100", "--out", str(tmp_path / "r")],
+              "expected data that fits in memory", "--limit")
+    assert data.load_image_folder(folder, size=(100, 100), limit=2).x.shape == (2, 1, 8, 8)  # --limit reads fewer
+    assert msg
+
+
+def _npz_claiming(path, shape):
+    """An .npz whose 'x' header promises ``shape`` float32 values but holds 16 bytes."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", head.getvalue() + b"\0" * 16)
+    return path
+
+
+def test_npz_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = _npz_claiming(tmp_path / "huge.npz", (10 ** 7, 1, 10 ** 4, 10 ** 4))
+    raises(DataError, lambda: data.load_npz(path), "huge.npz", "header of 'x.npy' promises", "truncated or corrupt",
+           "np.savez")
+
+
+def test_npz_and_idx_that_cannot_fit_in_memory(tmp_path, monkeypatch):
+    np.savez(tmp_path / "ok.npz", x=np.zeros((50, 1, 8, 8), np.uint8))
+    write_idx(tmp_path / "i.gz", np.zeros((50, 8, 8)))
+    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    raises(DataError, lambda: data.load_npz(tmp_path / "ok.npz"), "expected data that fits in memory", "ok.npz",
+           "would need")
+    raises(DataError, lambda: data.read_idx(tmp_path / "i.gz"), "expected data that fits in memory", "i.gz",
+           "(50, 8, 8)")
+
+
+def test_single_npy_is_refused_without_reading_its_array(tmp_path):
+    with open(tmp_path / "one.npz", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 9, 10 ** 9)})
+    raises(DataError, lambda: data.load_npz(tmp_path / "one.npz"), "found a single .npy array", "np.savez")

@@ -42,7 +42,12 @@ def _png_depth(path: Path) -> tuple[int, int] | None:
     return None
 
 
+MAX_SIDE = 4096  # --size: a side above it is a typo (100000,100000), not an image aelab can train on
+_GREY_MODES = {"1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
 def check_size(size) -> tuple[int, int] | None:
+    """``size`` (H, W, or one int for both) as two ints in 1..:data:`MAX_SIDE`, or a :class:`ConfigError`."""
     if size is None:
         return None
     if isinstance(size, int):
@@ -53,7 +58,23 @@ def check_size(size) -> tuple[int, int] | None:
         raise ConfigError(f"expected a size H,W of two positive integers, found {size!r}; e.g. --size 28,28") from None
     if h < 1 or w < 1:
         raise ConfigError(f"expected a size H,W of two positive integers, found {h},{w}; e.g. --size 28,28")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise ConfigError(f"expected a size H,W of at most {MAX_SIDE} pixels a side, found {h},{w}; "
+                          "pass a smaller --size, e.g. --size 28,28")
     return h, w
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(C, H, W) of an image file as :func:`load_image` will read it (C = 1 for grey and palette
+    images, 3 otherwise), from its header only: nothing is decoded. None when Pillow cannot tell
+    (then :func:`load_image` says what is wrong)."""
+    from PIL import Image  # heavy: Pillow, only when image files are read
+
+    try:
+        with Image.open(path, formats=["PNG", "JPEG"]) as im:
+            return (1 if im.mode in _GREY_MODES else 3, im.height, im.width)
+    except (*_PIL_ERRORS, Image.DecompressionBombError):
+        return None
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = None) -> np.ndarray:
@@ -148,4 +169,4 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["check_size", "load_image", "to_chw", "read_images", "png_bytes"]
+__all__ = ["MAX_SIDE", "check_size", "image_shape", "load_image", "to_chw", "read_images", "png_bytes"]
