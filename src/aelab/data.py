@@ -203,6 +203,10 @@ def locate_fashion_mnist(path: str | os.PathLike | None = None) -> Path:
     stems = [s for pair in FASHION_FILES.values() for s in pair]
     looked = []
     for why, folder in candidate_dirs(path):
+        if why == "--data" and not os.path.lexists(folder):
+            raise DataNotFoundError(f"expected a folder, an .npz or Fashion-MNIST files at {folder}, found nothing "
+                                    "there; check the path, or leave --data out to use Fashion-MNIST from "
+                                    "$AELAB_DATA, the user cache or dataset-fashion-mnist")
         missing = [s for s in stems if _find_file(folder, s) is None]
         if not missing:
             return folder
