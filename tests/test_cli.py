@@ -37,7 +37,7 @@ def test_user_errors_are_one_line(fake_fashion, tmp_path, capsys, argv, message)
 
 def test_missing_data_message(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
-    assert "expected the four Fashion-MNIST IDX files" in capsys.readouterr().err
+    assert "expected a folder, an .npz or Fashion-MNIST files at" in capsys.readouterr().err
 
 
 def test_train_help_lists_every_kind_network_and_option():

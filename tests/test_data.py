@@ -73,8 +73,11 @@ def test_locator_order_and_message(tmp_path, monkeypatch, fake_fashion):
     assert "\n" not in msg
     for part in ("nowhere", "cache", "system", "apt-get install dataset-fashion-mnist", "--data"):
         assert part in msg
+    (tmp_path / "empty").mkdir()  # there, but without the files: which ones are missing
     with pytest.raises(DataNotFoundError, match="missing train-images-idx3-ubyte"):
         data.locate_fashion_mnist(tmp_path / "empty")
+    with pytest.raises(DataNotFoundError, match="found nothing there"):  # not there at all: say so
+        data.locate_fashion_mnist(tmp_path / "nosuchdir")
 
 
 def test_image_folder_and_npz(tmp_path):

@@ -61,7 +61,11 @@ def test_missing_idx_file(tmp_path):
 
 def test_missing_data_folder_from_cli(tmp_path, capsys):
     cli_error(capsys, ["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")],
-              "expected the four Fashion-MNIST IDX files", "missing train-images-idx3-ubyte", "put ")
+              "expected a folder, an .npz or Fashion-MNIST files at", "nowhere", "found nothing there",
+              "check the path")
+    (tmp_path / "empty").mkdir()  # a folder that is there but lacks the files: which ones
+    cli_error(capsys, ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")],
+              "expected PNG or JPEG images in", "or the four Fashion-MNIST IDX files")
 
 
 def test_truncated_gzip(tmp_path):

@@ -46,7 +46,9 @@ def save_checkpoint(path: Path, model, optimizer, state: TrainState, perm_gen, n
 
 def load_checkpoint(path: Path, model, optimizer, perm_gen, noise_gen) -> TrainState:
     """Restore ``model``, ``optimizer``, both generators and torch's generator from ``path``;
-    return the position. A missing, damaged or foreign file is a one-line :class:`ConfigError`."""
+    return the position. A missing, damaged or foreign file, or a link out of the run, is a one-line
+    :class:`ConfigError`."""
+    path = runs.own_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

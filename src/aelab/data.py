@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, DataNotFoundError, DataWarning
+from .images import check_size, image_shape, load_image
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -67,6 +68,31 @@ def check_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ConfigError(f"expected a limit of at least 1 image, found {limit!r}; e.g. --limit 1000, "
                           "or leave it out for the whole split")
+
+
+def available_memory() -> int:
+    """Bytes of memory available now: ``MemAvailable`` from /proc/meminfo, else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: let the allocation decide
+        return 1 << 62
+
+
+def check_memory(nbytes: int, what: str, fix: str) -> None:
+    """Refuse, before allocating them, ``nbytes`` for ``what`` that cannot fit in the memory available."""
+    free = available_memory()
+    if nbytes > free:
+        def size(n):
+            return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+        raise DataError(f"expected data that fits in memory ({size(free)} available), found {what} that would "
+                        f"need {size(nbytes)}; {fix}")
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -126,6 +152,7 @@ def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.nd
         if count > capacity:
             raise DataError(f"{path}: the header promises {count} bytes of data for shape {shape}, more than "
                             "the file can hold; the file is truncated or corrupt, download it again")
+        check_memory(count, f"{path} (shape {shape})", "free some memory, or use a machine with more")
         data = stream.read(count + 1)  # one byte more, to see trailing data
     except (EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path} is a truncated or corrupt gzip file ({exc}); download it again "
@@ -176,6 +203,10 @@ def locate_fashion_mnist(path: str | os.PathLike | None = None) -> Path:
     stems = [s for pair in FASHION_FILES.values() for s in pair]
     looked = []
     for why, folder in candidate_dirs(path):
+        if why == "--data" and not os.path.lexists(folder):
+            raise DataNotFoundError(f"expected a folder, an .npz or Fashion-MNIST files at {folder}, found nothing "
+                                    "there; check the path, or leave --data out to use Fashion-MNIST from "
+                                    "$AELAB_DATA, the user cache or dataset-fashion-mnist")
         missing = [s for s in stems if _find_file(folder, s) is None]
         if not missing:
             return folder
@@ -218,6 +249,7 @@ def load_fashion_mnist(split: str = "train", path: str | os.PathLike | None = No
     images, labels = load_idx_pair(_find_file(folder, img_stem), _find_file(folder, lbl_stem))
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    check_memory(images.size * 4, f"{len(images)} images as float32", "pass a smaller --limit")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))
     return Dataset(x, y, list(FASHION_CLASSES))
@@ -256,16 +288,54 @@ def check_images(x, name: str = "images") -> torch.Tensor:
     return x.float().contiguous()
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npz_sizes(path: Path) -> tuple[dict[str, int], int]:
+    """The element count of each array in the .npz ``path`` (from the headers) and the bytes that
+    loading all of them takes. A header that promises more than its member holds, or a member
+    claiming more than deflate can make of its compressed bytes, is refused before numpy
+    allocates what it promises."""
+    counts, total = {}, 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            holds = info.file_size
+            if info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                holds = min(holds, info.compress_size if info.compress_type == zipfile.ZIP_STORED
+                            else _MAX_GZIP_RATIO * info.compress_size + 1024)
+            total += holds
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = header(fh)
+                need = math.prod(shape) * dtype.itemsize + fh.tell()
+            if need > holds:
+                raise DataError(f"{path}: the header of {info.filename!r} promises {need} bytes for shape {shape}, "
+                                f"found {holds} in the archive; the file is truncated or corrupt, save it again "
+                                "with np.savez")
+            counts[info.filename[:-4]] = math.prod(shape)
+    return counts, total
+
+
 def load_npz(path: str | os.PathLike) -> Dataset:
     """An ``.npz`` with images under ``x`` (or ``images``), optional ``y``/``labels`` and
     ``class_names``. (N, H, W) arrays are taken as grey; uint8 arrays are scaled by 1/255."""
 
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            if fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                raise DataError(f"{path}: expected a NumPy .npz archive, found a single .npy array; "
+                                "save with np.savez(path, x=images, y=labels)")
+        if zipfile.is_zipfile(path):  # the headers first: no allocation of what a corrupt one promises
+            counts, nbytes = _npz_sizes(path)
+            images = next((counts[k] for k in ("x", "images", "arr_0") if k in counts), 0)
+            check_memory(nbytes + 4 * images, f"{path} ({images} image values)",
+                         "keep fewer images in the archive, or use a machine with more memory")
         loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"{path}: expected a NumPy .npz archive, found a single .npy array; "
-                            "save with np.savez(path, x=images, y=labels)")
         with loaded as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:
@@ -313,126 +383,24 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 # --------------------------------------------------------------------------- image folders
 
-# What the image loaders accept and refuse (README, "Bad input"):
-# - PNG and JPEG only, recognised by content (a PNG named .jpg is fine); anything else in an
-#   image folder (notes.txt, .bmp, ...) is skipped with a DataWarning that names it, hidden
-#   files and folders (.DS_Store, .ipynb_checkpoints) silently; a file with an image suffix
-#   that does not decode is refused (a data set silently shorter than the folder is worse);
-# - grey (L, 1-bit) stays grey, colour becomes RGB; palette images are expanded (to grey when
-#   the palette is grey);
-# - 16-bit grey PNGs are read at full precision (v / 65535); 16-bit colour PNGs are refused,
-#   because Pillow would silently drop their low byte;
-# - an alpha channel that is fully opaque is dropped; transparent pixels are refused, since
-#   no background colour is right for every data set.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
-
-
-def _png_depth(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR, or None for other files."""
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        return head[24], head[25]
-    return None
-
-
-def _check_size(size) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected a size H,W of two positive integers, found {size!r}; e.g. --size 28,28") from None
-    if h < 1 or w < 1:
-        raise ConfigError(f"expected a size H,W of two positive integers, found {h},{w}; e.g. --size 28,28")
-    return h, w
-
-
-def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = None) -> np.ndarray:
-    """One PNG or JPEG as float32 in [0, 1], (H, W) for grey or (H, W, 3) for colour, resized
-    (bilinear) to ``size`` = (H, W) when given. Raises :class:`DataError` for anything it
-    refuses (see the comment above)."""
-    from PIL import Image  # heavy: Pillow, only when image files are read
-
-    path, size = Path(path), _check_size(size)
-    if path.is_dir():
-        raise DataError(f"expected an image file, found the folder {path}; pass the image files in it")
-    try:
-        depth = _png_depth(path)
-        with Image.open(path, formats=["PNG", "JPEG"]) as im:
-            im.load()
-            mode, scale = im.mode, 255.0
-            if depth is not None and depth[0] == 16 and depth[1] != 0:
-                raise DataError(f"{path}: expected an 8-bit image or a 16-bit grey one, found a 16-bit colour "
-                                "PNG (Pillow would drop its low byte); convert it to 8 bits first, "
-                                "e.g. `convert IN.png -depth 8 OUT.png`")
-            if mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey PNG
-                arr = np.asarray(im).astype(np.int64)
-                if arr.size and (arr.min() < 0 or arr.max() > 65535):
-                    raise DataError(f"{path}: expected 16-bit grey values in 0..65535, found "
-                                    f"{arr.min()}..{arr.max()}; save it as an 8- or 16-bit PNG")
-                im, scale = Image.fromarray(arr.astype(np.float32), mode="F"), 65535.0
-            elif mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                rgb = np.asarray(im)[..., :3]
-                if (rgb == rgb[..., :1]).all():  # a grey palette stays grey
-                    im = im.convert("LA" if im.mode == "RGBA" else "L")
-            elif mode == "1":
-                im = im.convert("L")
-            elif mode not in ("L", "RGB", "LA", "RGBA", "F"):
-                im = im.convert("RGBA" if "A" in mode.upper() else "RGB")
-            if im.mode in ("LA", "RGBA"):
-                alpha = np.asarray(im.getchannel("A"))
-                if alpha.size and alpha.min() < 255:
-                    raise DataError(f"{path}: expected an opaque image, found an alpha channel with "
-                                    f"{int((alpha < 255).sum())} transparent pixel(s); flatten it onto a "
-                                    "background first (e.g. `convert IN.png -background black -flatten OUT.png`)")
-                im = im.convert("L" if im.mode == "LA" else "RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / np.float32(scale)
-    except FileNotFoundError:
-        raise DataNotFoundError(f"expected an image at {path}, found nothing; check the path") from None
-    except Image.UnidentifiedImageError:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if head.startswith(_PNG_SIGNATURE) or head.startswith(b"\xff\xd8"):
-            raise DataError(f"{path}: expected a readable PNG or JPEG image, found a broken one (truncated "
-                            "or damaged header); remove or replace it") from None
-        raise DataError(f"{path}: expected a PNG or JPEG image, found a file that is neither; "
-                        "remove it from the folder or convert it") from None
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: expected a readable PNG or JPEG image, found a broken or oversized file "
-                        f"({type(exc).__name__}: {exc}); remove or replace it") from None
-    if (arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 1:
-        raise DataError(f"{path}: expected a grey or RGB image, found an array of shape {arr.shape}; "
-                        "re-save it as an 8-bit PNG")
-    return np.clip(arr, 0.0, 1.0)
-
-
-def _load_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """``load_image`` as uint8 (kept for callers written before 16-bit support)."""
-    return np.round(load_image(path, size) * 255).astype(np.uint8)
-
-
 def _is_hidden(p: Path) -> bool:
     return p.name.startswith(".") or p.name.startswith("__")
 
 
-def load_image_folder(folder: str | os.PathLike, size: tuple[int, int] | int | None = None) -> Dataset:
+def load_image_folder(folder: str | os.PathLike, size: tuple[int, int] | int | None = None,
+                      limit: int | None = None) -> Dataset:
     """A folder of PNG/JPEG images, one subfolder per class (or images directly inside).
 
     All images must be one size unless ``size`` (H, W) is given. Grey images stay grey
     unless the folder mixes grey and colour, in which case all become RGB. Files that are
     not images (by suffix) are skipped with a :class:`DataWarning` naming them (hidden
     files and folders silently); a file with an image suffix that cannot be read is an
-    error naming it. See :func:`load_image` for 16-bit, palette and alpha images.
+    error naming it. See :func:`load_image` for 16-bit, palette and alpha images. ``limit``: read
+    only the first that many images. What cannot fit in memory is refused before it is read.
     """
     folder = Path(folder)
-    size = _check_size(size)
+    size = check_size(size)
+    check_limit(limit)
     if not folder.is_dir():
         raise DataNotFoundError(f"expected a folder of images at {folder}, found nothing; check the path")
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
@@ -457,6 +425,11 @@ def load_image_folder(folder: str | os.PathLike, size: tuple[int, int] | int | N
     if not paths:
         raise DataError(f"expected PNG or JPEG images in {folder} (or in one subfolder per class), "
                         "found none; put the images there, or the four Fashion-MNIST IDX files")
+    paths, labels = paths[:limit], labels[:limit]
+    c, h, w = image_shape(paths[0]) or (1, 1, 1)  # from the first image's header: nothing decoded yet
+    h, w = size or (h, w)
+    check_memory(len(paths) * c * h * w * 4, f"{len(paths)} images of {c}x{h}x{w} as float32",
+                 "pass a smaller --size H,W or --limit N")
     arrays = [load_image(p, size) for p in paths]
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
@@ -488,7 +461,7 @@ def load_dataset(source: str | os.PathLike | None = None, split: str = "train",
         if p.suffix == ".npz":
             return load_npz(p).subset(limit)
         if p.is_dir() and _find_file(p, FASHION_FILES[split][0]) is None:
-            return load_image_folder(p, size=size).subset(limit)
+            return load_image_folder(p, size=size, limit=limit)
     return load_fashion_mnist(split, path=source, limit=limit)
 
 

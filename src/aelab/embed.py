@@ -347,7 +347,7 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     entry.pop("seconds")
     if command:
         entry["command"] = command
-    metrics_path = out / runs.METRICS
+    metrics_path = runs.run_file(out, runs.METRICS)
     maps = (runs.read_json(metrics_path) if metrics_path.exists() else {}).get("embedding", {})
     maps[key] = entry
     runs.update_metrics(out, embedding=maps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     :class:`ConfigError` and leaves the previous ``path`` untouched.
     """
     path = Path(path)
+    existed = os.path.lexists(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,7 +63,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise ConfigError(f"could not write {path} ({exc.strerror or exc}); the previous file is kept, "
+            kept = "the previous file is kept" if existed else "nothing was written there"
+            raise ConfigError(f"could not write {path} ({exc.strerror or exc}); {kept}, "
                               "free some disk space or choose another --out") from None
         raise
     try:  # make the rename itself durable
@@ -96,9 +99,10 @@ def write_json(path, obj) -> Path:
 
 
 def read_json(path) -> dict:
-    """A JSON object from ``path``; anything else (missing, not UTF-8, not JSON, not an object)
-    is a one-line :class:`ConfigError`."""
-    path = Path(path)
+    """A JSON object from the run file ``path``; anything else (missing, a link out of its
+    folder, not UTF-8, not JSON, nested too deeply, not an object) is a one-line
+    :class:`ConfigError`."""
+    path = own_file(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -107,9 +111,13 @@ def read_json(path) -> dict:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: expected valid JSON, found an error at line {exc.lineno} ({exc.msg}); "
                           "the file is damaged, retrain or restore it") from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: expected a UTF-8 JSON file, found {type(exc).__name__}; "
-                          "the file is damaged, retrain or restore it") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: expected JSON nested at most a few hundred levels deep, found it nested too "
+                          f"deeply (more than {sys.getrecursionlimit()} levels); the file is damaged or "
+                          "hostile, retrain or restore it") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 JSON file, found a byte that is not UTF-8 at offset "
+                          f"{exc.start}; the file is damaged, retrain or restore it") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
     if not isinstance(obj, dict):
@@ -141,8 +149,9 @@ def save_weights(model: torch.nn.Module, path) -> Path:
 
 
 def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
-    """Load a safetensors file into ``model``; a damaged or mismatched file is a one-line error."""
-    path = Path(path)
+    """Load the safetensors run file ``path`` into ``model``; a damaged or mismatched file, or a
+    link out of its folder, is a one-line error."""
+    path = own_file(path)
     try:
         state = load_safetensors(path.read_bytes())
     except FileNotFoundError:
@@ -170,16 +179,33 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
 
 
 def save_model(model, run_dir, train_config: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``run_dir``."""
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir``. When a write fails (a full
+    disk), what this call created (the files, the folders) is removed again: a new run is not
+    left behind half-written, an existing one keeps its previous files."""
     run_dir = Path(run_dir)
+    new_dirs = [d for d in (run_dir, *run_dir.parents) if not os.path.lexists(d)]  # deepest first
+    new_files = [run_dir / n for n in (CONFIG, WEIGHTS) if not os.path.lexists(run_dir / n)]
     config = {"format_version": FORMAT_VERSION, "aelab_version": __version__,
               "model": getattr(model, "module", model).config()}
     if train_config is not None:
         config["train"] = train_config
     if extra:
         config.update(extra)
-    write_json(run_dir / CONFIG, config)
-    save_weights(model, run_dir / WEIGHTS)
+    try:
+        write_json(run_dir / CONFIG, config)
+        save_weights(model, run_dir / WEIGHTS)
+    except BaseException:
+        for path in new_files:
+            try:
+                path.unlink()
+            except OSError:  # never written, or not removable: the error below says what went wrong
+                pass
+        for folder in new_dirs:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or never made: leave it
+                break
+        raise
     return run_dir
 
 
@@ -285,7 +311,7 @@ def load_history(run_dir) -> dict:
 
 def update_metrics(run_dir, **sections) -> dict:
     """Merge ``sections`` into ``metrics.json`` (created when missing) and return the whole."""
-    path = Path(run_dir) / METRICS
+    path = run_file(run_dir, METRICS)
     metrics = read_json(path) if path.exists() else {}
     metrics.update(sections)
     write_json(path, metrics)
@@ -310,6 +336,13 @@ def run_file(run_dir, name: str) -> Path:
     run_dir = locate(run_dir)
     inside(run_dir, name)
     return run_dir / name
+
+
+def own_file(path) -> Path:
+    """``path`` checked with :func:`run_file` against its own folder: what every reader of a
+    run's files (JSON, weights, checkpoint) calls, so that none follows a link out of the run."""
+    path = Path(path)
+    return run_file(path.parent, path.name)
 
 
 def has_config(run_dir) -> bool:

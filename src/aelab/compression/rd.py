@@ -25,7 +25,7 @@ from ..data import check_images, load_dataset
 from ..errors import ConfigError, DataError
 from ..metrics import psnr_per_image, ssim_per_image
 from ..plots import rd_figures
-from ..runs import atomic_write_text, read_json, write_json
+from ..runs import atomic_write_text, read_json, run_file, write_json
 from .classical import CODECS, DEFAULT_METHODS, ImageCodec
 from .stream import load_codec, rd_point
 from ..report.tables import rd_markdown
@@ -178,7 +178,7 @@ def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=Non
     result = rate_distortion(test.x, methods=methods, runs=runs, train_images=train, params=params, progress=progress)
     result.update({"data": None if data is None else str(data), "limit": limit,
                    "seconds": round(time.perf_counter() - t, 1), "command": command})
-    path = out / "rd.json"
+    path = run_file(out, "rd.json")
     if update and path.exists():
         old = read_json(path)
         if not _same_images(old, result):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
 import re
 import statistics
@@ -256,8 +257,9 @@ def write_report(run_dir, command: str | None = None) -> Path:
     run_dir = runs.output_dir(run_dir)  # a zoo model's report goes to runs/zoo-NAME
     rd_only = not (run_dir / runs.CONFIG).exists() and (run_dir / "rd.json").is_file()  # `aelab rd` without a model
     config = {"model": None} if rd_only else runs.read_config(run_dir)
-    metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).exists() else {}
-    history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else {}
+    metrics_path, history_path = runs.run_file(run_dir, runs.METRICS), runs.run_file(run_dir, runs.HISTORY)
+    metrics = runs.read_json(metrics_path) if os.path.lexists(metrics_path) else {}
+    history = runs.read_json(history_path) if os.path.lexists(history_path) else {}
     figs = runs.run_file(run_dir, "figures")
     model_cfg = config["model"]
     parts = [f"<h1>aelab: {html.escape(model_cfg['kind'])} autoencoder ({html.escape(model_cfg['net'])} network)</h1>"
