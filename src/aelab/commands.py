@@ -454,7 +454,7 @@ def _print_verdicts(rows, what: str) -> None:
 def _verify(args, command_line):
     import torch  # heavy: torch and the library
 
-    from . import zoo
+    from . import zoo  # heavy: the library
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
