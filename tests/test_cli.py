@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aelab.cli import main
+from aelab.cli import build_parser, main
 
 
 def test_train_denoise_report_through_main(fake_fashion, tmp_path, capsys):
@@ -139,3 +140,27 @@ def test_ctrl_c_a_moment_after_start(fake_fashion, tmp_path):
 def test_the_console_script_is_the_guarded_entry():
     text = (Path(SRC).parent / "pyproject.toml").read_text()
     assert 'aelab = "aelab.__main__:run"' in text
+
+
+def _subcommands(parser):
+    """(name, parser) for every subcommand, nested ones (`aelab data show`) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subcommands(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_every_flag_has_help_and_every_command_an_example():
+    parser = build_parser()
+    assert "examples:" in parser.format_help()
+    missing, no_example = [], []
+    for name, sub in _subcommands(parser):
+        if "example" not in (sub.description or ""):
+            no_example.append(name)
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"aelab {name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"expected a help text for every flag, found none for {missing}"
+    assert not no_example, f"expected an example in each description, found none for {no_example}"
