@@ -1,9 +1,16 @@
+import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aelab.cli import main
+from aelab.cli import build_parser, main
 
 
 def test_train_denoise_report_through_main(fake_fashion, tmp_path, capsys):
@@ -70,3 +77,90 @@ def test_help_and_version_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+# -- a Ctrl-C during start-up (issue "careless and hostile use", item 9) -------------------
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+# The child sends itself SIGINT when it starts importing MODULE, as a Ctrl-C at that moment
+# would: then it starts aelab the way ENTRY says.
+_CTRL_C_AT_IMPORT = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["aelab", "train", "--data", {data!r}, "--epochs", "1", "--out", {out!r}, "--no-progress"]
+{entry}
+"""
+ENTRIES = {
+    "console script": "from aelab.__main__ import run\nsys.exit(run())",  # what pip's `aelab` script runs
+    "python -m aelab": "import runpy\nrunpy.run_module('aelab', run_name='__main__', alter_sys=True)",
+    "aelab.cli.main": "from aelab.cli import main\nsys.exit(main())",
+}
+
+
+def _one_interrupted_line(proc) -> str:
+    assert proc.returncode == 130, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line, found {proc.stderr!r}"
+    reason = lines[0].removeprefix("aelab: interrupted:").strip()
+    assert lines[0].startswith("aelab: interrupted: ") and reason, f"expected a reason, found {lines[0]!r}"
+    return reason
+
+
+@pytest.mark.parametrize("module, entry", [
+    ("aelab.cli", "console script"), ("aelab.cli", "python -m aelab"),
+    ("torch", "console script"), ("torch", "python -m aelab"), ("torch", "aelab.cli.main"),
+])
+def test_ctrl_c_while_starting_is_one_line(fake_fashion, tmp_path, module, entry):
+    """A Ctrl-C while the command line loads (aelab.cli) or while a subcommand imports torch."""
+    code = _CTRL_C_AT_IMPORT.format(module=module, data=str(fake_fashion), out=str(tmp_path / "r"),
+                                    entry=ENTRIES[entry])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": SRC})
+    _one_interrupted_line(proc)
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_a_moment_after_start(fake_fashion, tmp_path):
+    """A real Ctrl-C 0.3 s after `python -m aelab train` started: torch is still loading."""
+    proc = subprocess.Popen([sys.executable, "-m", "aelab", "train", "--data", str(fake_fashion), "--epochs", "1",
+                             "--out", str(tmp_path / "r"), "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    proc.stdout, proc.stderr = proc.communicate(timeout=120)
+    _one_interrupted_line(proc)
+
+
+def test_the_console_script_is_the_guarded_entry():
+    text = (Path(SRC).parent / "pyproject.toml").read_text()
+    assert 'aelab = "aelab.__main__:run"' in text
+
+
+def _subcommands(parser):
+    """(name, parser) for every subcommand, nested ones (`aelab data show`) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subcommands(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_every_flag_has_help_and_every_command_an_example():
+    parser = build_parser()
+    assert "examples:" in parser.format_help()
+    missing, no_example = [], []
+    for name, sub in _subcommands(parser):
+        if "example" not in (sub.description or ""):
+            no_example.append(name)
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"aelab {name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"expected a help text for every flag, found none for {missing}"
+    assert not no_example, f"expected an example in each description, found none for {no_example}"

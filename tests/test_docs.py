@@ -1,11 +1,14 @@
 """The documentation holds together: every relative link in README.md and docs/*.md points
 to a file that exists (and, with ``#anchor``, to a heading of that file), and no document
-cites PROTOCOLS.md or DESIGN.md, which are not in the repository (docs/protocols.md is)."""
+cites PROTOCOLS.md, DESIGN.md or STYLE.md, which are not in the repository (docs/protocols.md is):
+not README.md, docs/, the source or the help texts; and there is a LICENSE."""
 
 import re
 from pathlib import Path
 
 import pytest
+
+from aelab.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -57,8 +60,23 @@ def test_relative_links_resolve(doc):
     assert not bad, f"{doc.name}: broken links: {bad}"
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+GONE = ("PROTOCOLS.md", "DESIGN.md", "STYLE.md")  # replaced by docs/protocols.md and docs/layout.md
+SOURCES = sorted(p for p in (ROOT / "src").rglob("*") if p.suffix in (".py", ".html", ".js", ".md"))
+
+
+@pytest.mark.parametrize("doc", DOCS + SOURCES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_missing_design_documents_cited(doc):
     text = doc.read_text()
-    for name in ("PROTOCOLS.md", "DESIGN.md"):
+    for name in GONE:
         assert name not in text, f"{doc.name} cites {name}, which is not in the repository; link docs/protocols.md"
+
+
+def test_help_texts_cite_no_missing_document():
+    parser = build_parser()
+    texts = {"aelab": parser.format_help()}
+    for action in parser._subparsers._group_actions:
+        texts.update({f"aelab {name}": sub.format_help() for name, sub in action.choices.items()})
+    assert len(texts) > 10
+    for where, text in texts.items():
+        for name in GONE:
+            assert name not in text, f"`{where} --help` cites {name}; cite docs/protocols.md"

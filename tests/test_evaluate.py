@@ -1,7 +1,11 @@
 """`aelab evaluate`: every method sees the same fixed noise in every run, the scores agree
 with skimage.metrics, slow baselines get their own subset table, files and report."""
 
+import importlib
+import io
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +13,7 @@ import torch
 from scipy.ndimage import median_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from aelab import runs
+from aelab import plots, runs
 from aelab.baselines import BASELINES, Baseline
 from aelab.cli import main
 from aelab.data import load_dataset
@@ -18,6 +22,7 @@ from aelab.report import write_report
 from aelab.models import build_model
 from aelab.noise import add_evaluation_noise
 
+evaluate_module = importlib.import_module("aelab.evaluate")  # the module: aelab.evaluate is the function
 FAST = dict(tune_images=16, hardest=3, progress=False)
 
 
@@ -158,3 +163,114 @@ def test_evaluate_on_real_fashion_mnist(real_data, tmp_path):
         if name not in ("noisy", "model"):
             table = ev["results"] if m["images"] == 500 else ev["subset"]["results"]
             assert table["0.2"][name]["psnr"] > table["0.2"]["noisy"]["psnr"] + 1.5, name
+
+
+# -- progress, and an interrupted evaluation resumed (issue "careless and hostile use", item 10) --
+
+class Calls(Baseline):
+    """Returns its input unchanged and counts the images it cleaned, call by call."""
+
+    label = "calls"
+    calls: list = []
+
+    def _denoise(self, x, param):
+        type(self).calls.append(len(x))
+        return x
+
+
+def _calls(label, slow=False):
+    return type(label.title(), (Calls,), {"label": label, "calls": [], "slow": slow})
+
+
+class CtrlC(Baseline):
+    label = "second"
+
+    def _denoise(self, x, param):
+        raise KeyboardInterrupt
+
+
+KEPT = ("results", "subset", "per_class", "hardest", "methods", "reconstruction", "tuning", "test_images")
+
+
+def test_an_interrupted_evaluation_reuses_what_finished(run, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "reference"
+    shutil.copytree(run, reference)
+    first, second, slow = _calls("first"), _calls("second"), _calls("slow", slow=True)
+    monkeypatch.setitem(BASELINES, "first", first)
+    monkeypatch.setitem(BASELINES, "slow", slow)
+    monkeypatch.setitem(BASELINES, "second", CtrlC)
+    model_calls, galleries = [], {}
+    real_apply = evaluate_module.apply_model
+    monkeypatch.setattr(evaluate_module, "apply_model", lambda *a, **k: model_calls.append(1) or real_apply(*a, **k))
+    monkeypatch.setattr(plots, "columns", lambda cols, path, **k: galleries.__setitem__(path.parent.parent.name, cols))
+    argv = ["evaluate", "--run", str(run), "--noise-factors", "0.2,0.5", "--baselines", "first,second,slow",
+            "--slow-limit", "10", "--tune-images", "16", "--hardest", "3", "--no-progress"]
+    assert main(argv) == 130  # a Ctrl-C in the second method at noise 0.2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aelab: interrupted: evaluation stopped at noise 0.2, second; "
+                                                   "2 finished results are kept in"), err
+    assert (run / "evaluation.partial.json").exists() and (run / "evaluation.partial.npz").exists()
+    assert first.calls == [32] and len(model_calls) == 1
+
+    monkeypatch.setitem(BASELINES, "second", second)
+    first.calls.clear(), model_calls.clear()
+    ev = evaluate(run, noise_factors=[0.2, 0.5], baselines=["first", "second", "slow"], slow_limit=10,
+                  tune_images=16, hardest=3, progress=True)
+    err = capsys.readouterr().err
+    assert "reusing 2 finished results from an interrupted evaluation" in err
+    assert first.calls == [32], "the first method's result at noise 0.2 is reused, not redone"
+    assert len(model_calls) == 2, "the model runs at 0.5 and on clean images, not again at 0.2"
+    assert second.calls == [32, 32] and slow.calls == [10, 10]
+    assert not (run / "evaluation.partial.json").exists() and not (run / "evaluation.partial.npz").exists()
+
+    first.calls.clear(), model_calls.clear()
+    whole = evaluate(reference, noise_factors=[0.2, 0.5], baselines=["first", "second", "slow"], slow_limit=10,
+                     tune_images=16, hardest=3, progress=False)
+    assert first.calls == [32, 32] and len(model_calls) == 3
+    for key in KEPT:
+        assert ev[key] == whole[key], key
+    assert [t for t, _ in galleries["run"]] == [t for t, _ in galleries["reference"]]
+    for (_, a), (_, b) in zip(galleries["run"], galleries["reference"]):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_a_partial_evaluation_with_other_settings_or_damaged_is_not_reused(run, monkeypatch, capsys):
+    first = _calls("first")
+    monkeypatch.setitem(BASELINES, "first", first)
+    monkeypatch.setitem(BASELINES, "second", CtrlC)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(run, noise_factors=[0.2], baselines=["first", "second"], **FAST)
+    partial = json.loads((run / "evaluation.partial.json").read_text())
+    assert set(partial["entries"]) == {"0.2::model", "0.2::first"}
+    monkeypatch.setitem(BASELINES, "second", _calls("second"))
+    first.calls.clear()
+    evaluate(run, noise_factors=[0.2], baselines=["first", "second"], tune_images=8, hardest=3)  # other tuning
+    assert first.calls == [32] and "with other settings" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setitem(BASELINES, "second", CtrlC)
+        evaluate(run, noise_factors=[0.2], baselines=["first", "second"], **FAST)
+    (run / "evaluation.partial.npz").write_bytes(b"not a zip")
+    monkeypatch.setitem(BASELINES, "second", _calls("second"))
+    first.calls.clear()
+    evaluate(run, noise_factors=[0.2], baselines=["first", "second"], tune_images=16, hardest=3)
+    assert first.calls == [32] and "ignoring evaluation.partial.json" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_one_line_per_method_and_noise_and_live_for_slow_ones(run, monkeypatch, capsys):
+    monkeypatch.setitem(BASELINES, "slow", _calls("slow", slow=True))
+    evaluate(run, noise_factors=[0.2, 0.5], baselines=["median", "slow"], tune_images=16, hardest=3, slow_limit=30)
+    lines = capsys.readouterr().err.splitlines()
+    for key in ("0.2", "0.5"):
+        for method in ("model", "median", "slow"):
+            assert sum(line.startswith(f"aelab evaluate: noise {key}: {method} ") for line in lines) == 1, lines
+    assert not any("\r" in line for line in lines), "no live progress when stderr is not a terminal"
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    evaluate(run, noise_factors=[0.2], baselines=["slow"], tune_images=16, hardest=3, slow_limit=30)
+    text = terminal.getvalue()
+    assert "\raelab evaluate: noise 0.2: slow: 25/30 images" in text and "30/30 images" in text

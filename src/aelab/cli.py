@@ -139,6 +139,7 @@ def _one_line_warnings():
 
 
 def main(argv: list[str] | None = None) -> int:
+    name = "aelab"
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser()
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         command = next(cmd for cmd in COMMANDS if cmd.name == args.command)
+        name = f"aelab {command.name}"
         command_line = "aelab " + " ".join(shlex.quote(a) for a in argv)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings()
@@ -156,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aelab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # also during start-up, while torch is imported
-        print(f"aelab: interrupted: {exc or 'stopped by Ctrl-C before any work was saved'}", file=sys.stderr)
+        # str(exc) is the reason a step gave (e.g. "checkpoint written; resume with ..."); a bare
+        # Ctrl-C has none, and the exception itself is always true, so test the text
+        reason = str(exc).strip() or f"stopped by Ctrl-C in `{name}`; the files it had finished are whole, run it again"
+        print(f"aelab: interrupted: {' '.join(reason.split())}", file=sys.stderr)
         return 130
 
 

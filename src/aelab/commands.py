@@ -466,7 +466,7 @@ def _verify(args, command_line):
 
 
 def _data_args(p):
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", help="what to do with the data (`aelab data ACTION --help`)")
     ps = dsub.add_parser("show", formatter_class=FMT, help="draw the first 50 images, clean and noisy",
                          description="Draw the first 50 images of a split with their class names, clean\n"
                          "(samples.png) and with the evaluation noise (noisy_samples.png).\n\n"

@@ -17,6 +17,7 @@ import torch
 from . import plots, runs
 from .baselines import BASELINES, PCAProjection, make_baseline
 from .data import check_images, load_dataset
+from .evaluate_partial import PARTIAL_JSON, Partial, weights_digest
 from .errors import ConfigError
 from .inference import apply_model
 from .metrics import psnr_per_image, quality, ssim_per_image
@@ -53,6 +54,49 @@ def hardest_images(model, x: torch.Tensor, factor: float, count: int = 10, batch
 
 # -- aelab evaluate: the model of a run against the classical baselines ---------------
 
+SLOW_BATCH = 25  # images per progress step of a slow baseline (BM3D: ~10 s)
+
+
+def _clean(est, x_noisy: torch.Tensor, label: str, log) -> torch.Tensor:
+    """``est.transform(x_noisy)``; for a slow baseline with stderr on a terminal, in batches
+    with a progress line that rewrites itself (each image is cleaned on its own either way)."""
+    if not (type(est).slow and log.live and sys.stderr.isatty()):
+        return est.transform(x_noisy)
+    parts = []
+    for i in range(0, len(x_noisy), SLOW_BATCH):
+        parts.append(est.transform(x_noisy[i:i + SLOW_BATCH]))
+        print(f"\raelab evaluate: {label}: {i + len(parts[-1])}/{len(x_noisy)} images", end="",
+              file=sys.stderr, flush=True)
+    print("\r\033[K", end="", file=sys.stderr, flush=True)
+    return torch.cat(parts)
+
+
+def _baseline(b, f, key, x, x_noisy, train_x, train_base, tune_images, shown, log):
+    """Tune baseline ``b`` at noise ``f`` on training pairs, clean ``x_noisy`` (the first
+    images of ``x``) -> ``(info, (psnr, ssim) per image, its images of the gallery or None)``."""
+    n_b, n_t = len(x_noisy), tune_images or BASELINES[b].fit_images
+    tr_clean = train_x[:n_t]
+    tr_noisy = (tr_clean + f * train_base[:n_t]).clamp(0.0, 1.0)
+    t = time.perf_counter()
+    est = make_baseline(b).fit(tr_noisy, tr_clean)
+    x_hat = _clean(est, x_noisy, f"noise {key}: {b}", log)
+    secs = time.perf_counter() - t
+    p_s = (psnr_per_image(x[:n_b], x_hat).numpy(), ssim_per_image(x[:n_b], x_hat).numpy())
+    info = {"param": None if est.param_ is None else float(est.param_), "describe": est.describe(), "seconds": secs,
+            "scores": {f"{p:g}": s for p, s in est.scores_.items()}}
+    log(f"noise {key}: {b} on {n_b} images, {info['describe']}, PSNR {p_s[0].mean():.2f} dB ({secs:.1f} s)")
+    return info, p_s, None if shown is None else x_hat[shown].numpy()
+
+
+def _logger(progress: bool):
+    """``log(message)``: one line on stderr (nothing without ``progress``); ``log.live`` says which."""
+    def log(msg):
+        if progress:
+            print(f"aelab evaluate: {msg}", file=sys.stderr, flush=True)
+    log.live = progress
+    return log
+
+
 def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None = None,
              slow_limit: int = EvaluateConfig.slow_limit, tune_images: int | None = None, data=None,
              hardest: int = EvaluateConfig.hardest,
@@ -71,6 +115,12 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     per method), ``figures/evaluate_hardest.png`` (the ``hardest`` images with the lowest
     PSNR after the model, at noise 0.2 or the first factor: noisy / each method / clean),
     and returns the results (``aelab evaluate`` then rewrites ``report.html``).
+
+    Each finished (noise factor, method) result is kept in the run as it finishes
+    (:mod:`aelab.evaluate_partial`); after a Ctrl-C (a ``KeyboardInterrupt`` that says what
+    was kept) a call with the same settings reuses them, and the partial files go at the end.
+    ``progress``: one line on stderr per method and noise factor, and a running count of
+    images for slow baselines when stderr is a terminal.
     """
     run = runs.output_dir(run)  # a zoo model is evaluated in a copy, runs/zoo-NAME
     config = runs.read_config(run)
@@ -103,7 +153,7 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     n_slow = min(slow_limit, total) if any(BASELINES[b].slow for b in names) else total
     base = evaluation_noise(x.shape)
     head = 0.2 if 0.2 in factors else factors[0]
-    log = (lambda msg: print(f"aelab evaluate: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    log = _logger(progress)
 
     net_label = f"this run ({config['model']['kind']}, {config['model']['net']} network)"
     methods: dict[str, dict] = {"noisy": {"label": "noisy input", "images": total, "params": {}}}
@@ -114,37 +164,62 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     scores: dict[str, dict[str, tuple]] = {}  # factor -> method -> (psnr per image, ssim per image)
     seconds: dict[str, float] = {}
     gallery = None
-    for f in factors:
-        key = f"{f:g}"
-        x_noisy = add_evaluation_noise(x, f, base)
-        t = time.perf_counter()
-        outputs = {"noisy": x_noisy, "model": apply_model(model, x_noisy)}
-        seconds["model"] = seconds.get("model", 0.0) + time.perf_counter() - t
-        per = {m: (psnr_per_image(x, o).numpy(), torch.cat([ssim_per_image(x[i:i + 2000], o[i:i + 2000])
-                                                            for i in range(0, total, 2000)]).numpy())
-               for m, o in outputs.items()}
-        if f == head:  # the hardest images for the model, among those every method sees
-            order = np.argsort(per["model"][0][:n_slow], kind="stable")[:hardest]
-            gallery = {"indices": order.tolist(), "images": {"noisy": x_noisy[order], "model": outputs["model"][order]}}
-        for b in names:
-            cls = BASELINES[b]
-            n_b = n_slow if cls.slow else total
-            n_t = tune_images or cls.fit_images
-            tr_clean = train.x[:n_t]
-            tr_noisy = (tr_clean + f * train_base[:n_t]).clamp(0.0, 1.0)
-            t = time.perf_counter()
-            est = make_baseline(b).fit(tr_noisy, tr_clean)
-            x_hat = est.transform(x_noisy[:n_b])
-            seconds[b] = seconds.get(b, 0.0) + time.perf_counter() - t
-            methods[b]["params"][key] = None if est.param_ is None else float(est.param_)
-            methods[b]["scores"][key] = {f"{p:g}": s for p, s in est.scores_.items()}
-            per[b] = (psnr_per_image(x[:n_b], x_hat).numpy(), ssim_per_image(x[:n_b], x_hat).numpy())
-            if f == head:
-                gallery["images"][b] = x_hat[gallery["indices"]]
-            log(f"noise {key}: {b} on {n_b} images, {est.describe()}, PSNR {per[b][0].mean():.2f} dB "
-                f"({time.perf_counter() - t:.1f} s)")
-        log(f"noise {key}: model PSNR {per['model'][0].mean():.2f} dB, noisy {per['noisy'][0].mean():.2f} dB")
-        scores[key] = per
+    settings = {"weights": weights_digest(run), "data": str(data), "limit": limit, "test_images": total,
+                "noise_factors": factors, "slow_images": n_slow, "hardest": hardest, "tune_images": tune_images,
+                "noise_seed": 1}
+    partial = Partial(run, settings, log)
+    step = "start-up"
+    g_shape = (min(hardest, n_slow), *x.shape[1:])  # the gallery's images, kept for each method
+    try:
+        for f in factors:
+            key = f"{f:g}"
+            x_noisy = add_evaluation_noise(x, f, base)
+            at_head = f == head
+            step = f"noise {key}, model"
+            found = partial.get(key, "model", {"noisy": total, "model": total}, g_shape if at_head else None)
+            if found is None:
+                t = time.perf_counter()
+                outputs = {"noisy": x_noisy, "model": apply_model(model, x_noisy)}
+                secs = time.perf_counter() - t
+                per = {m: (psnr_per_image(x, o).numpy(), torch.cat([ssim_per_image(x[i:i + 2000], o[i:i + 2000])
+                                                                    for i in range(0, total, 2000)]).numpy())
+                       for m, o in outputs.items()}
+            else:
+                per, shown, info = found
+                secs = info["seconds"]
+            if at_head:  # the hardest images for the model, among those every method sees
+                order = np.argsort(per["model"][0][:n_slow], kind="stable")[:hardest]
+                if found is None:
+                    shown = {m: o[order].numpy() for m, o in outputs.items()}
+                gallery = {"indices": order.tolist(), "images": {m: torch.as_tensor(shown[m]) for m in shown}}
+            if found is None:
+                partial.put(key, "model", per, shown if at_head else None, {"seconds": secs})
+            seconds["model"] = seconds.get("model", 0.0) + secs
+            log(f"noise {key}: model PSNR {per['model'][0].mean():.2f} dB, noisy {per['noisy'][0].mean():.2f} dB"
+                f"{' (reused)' if found else ''}")
+            for b in names:
+                step = f"noise {key}, {b}"
+                n_b = n_slow if BASELINES[b].slow else total
+                found = partial.get(key, b, {b: n_b}, g_shape if at_head else None)
+                if found is None:
+                    info, p_s, x_shown = _baseline(b, f, key, x, x_noisy[:n_b], train.x, train_base, tune_images,
+                                                   gallery["indices"] if at_head else None, log)
+                    partial.put(key, b, {b: p_s}, {b: x_shown} if at_head else None, info)
+                else:
+                    per_b, shown_b, info = found
+                    p_s, x_shown = per_b[b], shown_b.get(b)
+                    log(f"noise {key}: {b} on {n_b} images, {info['describe']}, PSNR {p_s[0].mean():.2f} dB (reused)")
+                per[b] = p_s
+                seconds[b] = seconds.get(b, 0.0) + info["seconds"]
+                methods[b]["params"][key] = info["param"]
+                methods[b]["scores"][key] = info["scores"]
+                if at_head:
+                    gallery["images"][b] = torch.as_tensor(x_shown)
+            scores[key] = per
+    except KeyboardInterrupt:
+        kept = (f"{len(partial)} finished results are kept in {run / PARTIAL_JSON}: run the same command again "
+                "to reuse them") if len(partial) else "nothing had finished"
+        raise KeyboardInterrupt(f"evaluation stopped at {step}; {kept}") from None
 
     def summary(n: int | None = None) -> dict:
         return {k: {m: {"psnr": round(float(p[:n].mean()), 4), "ssim": round(float(s[:n].mean()), 5),
@@ -199,4 +274,5 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
     runs.write_json(run / "evaluation.json", ev)
     runs.atomic_write_text(run / "evaluation.md", evaluation_markdown(ev))
     runs.update_metrics(run, evaluation=ev)
+    partial.finish()
     return ev
