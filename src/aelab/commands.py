@@ -395,7 +395,7 @@ def _explore(args, command_line):
 
 
 def _zoo_args(p):
-    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", help="list (default), show or retrain")
     zsub.add_parser("list", formatter_class=FMT, help="the models (the default action)",
                     description="example:\n  aelab zoo list")
     ps = zsub.add_parser("show", formatter_class=FMT, help="a model's card (JSON)",
