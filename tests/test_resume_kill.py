@@ -168,7 +168,7 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(dataset, reference, t
     assert child.wait(timeout=300) == 130, child.stderr
     last = child.stderr.strip().splitlines()[-1]
     assert last.startswith("aelab: interrupted: stopped at epoch "), last
-    assert "checkpoint written" in last and f"resume with --resume --out {run}" in last
+    assert "checkpoint written" in last and f"resume with `aelab train --resume --out {run}`" in last
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert 1 <= state["epoch"] < EPOCHS  # stopped early, after the signal
     _resume_to_the_end(dataset, run, tmp_path)

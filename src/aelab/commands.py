@@ -90,20 +90,26 @@ def _common_io(p: argparse.ArgumentParser, out_default: str, out_help: str | Non
 
 
 def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = False):
-    """The flags of train and reproduce; with ``fast`` the schedule flags default to None (a preset picks)."""
+    """The flags of train and reproduce. They default to None (the help shows the real default),
+    so the library tells a given flag from a default: ``--resume`` keeps the run's own plan
+    unless a flag says otherwise, a new run takes :data:`TRAIN`'s (or with ``fast``, a preset's)."""
     fast_note = (lambda text: f"; {text} with --fast)") if fast else (lambda text: ")")
-    p.add_argument("--epochs", type=int, default=None if fast else TRAIN.epochs,
+    p.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training set (default {TRAIN.epochs}" + fast_note(REPRODUCE_FAST.epochs))
-    p.add_argument("--batch-size", type=int, default=None if fast else TRAIN.batch_size,
+    p.add_argument("--batch-size", type=int, default=None,
                    help=f"images per step (default {TRAIN.batch_size}, as the tutorial"
                         + fast_note(REPRODUCE_FAST.batch_size))
-    p.add_argument("--lr", type=float, default=None if fast else TRAIN.lr,
+    p.add_argument("--lr", type=float, default=None,
                    help=f"Adam learning rate (default {TRAIN.lr:g}"
                         + fast_note(f"one-cycle peak {REPRODUCE_FAST.lr:g}"))
-    p.add_argument("--seed", type=int, default=TRAIN.seed, help="drives initial weights, batch order and noise")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"drives initial weights, batch order and noise (default {TRAIN.seed})")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--device", default=TRAIN.device, help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint, with its own settings unless given")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (removes the files aelab wrote there, nothing else)")
+    p.add_argument("--device", default=None, help=f"auto (CUDA when present), cpu or cuda (default {TRAIN.device})")
     _common_io(p, out_default)
 
 
@@ -121,11 +127,12 @@ def _reproduce(args, command_line):
     from . import distributed  # heavy: torch
     from .reproduce import reproduce
 
-    distributed.setup(args.device)  # joins the process group under torchrun; no-op otherwise
+    device = args.device or TRAIN.device
+    distributed.setup(device)  # joins the process group under torchrun; no-op otherwise
     m = reproduce(out=args.out, epochs=args.epochs, noise_factor=args.noise_factor, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, limit=args.limit, data=args.data, resume=args.resume,
-                  device=args.device, threads=args.threads, progress=args.progress, command=command_line,
-                  fast=args.fast)
+                  device=device, threads=args.threads, progress=args.progress, command=command_line,
+                  fast=args.fast, overwrite=args.overwrite)
     print(m["summary"]["text"])
     print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
 
@@ -146,8 +153,9 @@ def _train_args(p):
     p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
     p.add_argument("--lambda", dest="lmbda", type=float, default=None,
                    help="codec kind: the distortion weight, larger = more bytes and PSNR (option lmbda=)")
-    p.add_argument("--schedule", default=TRAIN.schedule,
-                   help="learning rate per step: constant (default, the tutorial) or onecycle (--lr is the peak)")
+    p.add_argument("--schedule", default=None,
+                   help=f"learning rate per step: constant or onecycle (--lr is the peak) (default {TRAIN.schedule}, "
+                        "the tutorial)")
     p.add_argument("--init", metavar="RUN", default=None,
                    help="start from this trained run's weights (same kind, network and shape; options may "
                         "differ, e.g. another --lambda): fine-tuning")
@@ -157,14 +165,14 @@ def _train(args, command_line):
     from . import distributed  # heavy: torch
     from .train import train
 
-    distributed.setup(args.device)  # joins the process group under torchrun; no-op otherwise
+    distributed.setup(args.device or TRAIN.device)  # joins the process group under torchrun; no-op otherwise
     aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta),
                                   ("lmbda", args.lmbda)) if v is not None}
     model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                   resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                   size=args.size, net_options=dict(args.net_options), schedule=args.schedule,
-                  init=args.init, **{**dict(args.options), **aliases})
+                  init=args.init, overwrite=args.overwrite, **{**dict(args.options), **aliases})
     if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
         print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
     print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
@@ -283,6 +291,8 @@ def _compare_args(p):
                    help=f"learning rate schedule: onecycle or constant (default {COMPARE.schedule})")
     p.add_argument("--seed", type=int, default=COMPARE.seed, help="the same seed for every kind")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the runs of an earlier comparison in --out (their aelab files, nothing else)")
     p.add_argument("--kinds", type=_names, default=None,
                    help="comma-separated kinds or rows to run (default all), e.g. undercomplete,variational")
     p.add_argument("--iw-samples", type=int, default=COMPARE.iw_samples,
@@ -307,7 +317,7 @@ def _compare(args, command_line):
                      limit=args.limit, kinds=args.kinds,
                      iw_samples=args.iw_samples, jacobian_images=args.jacobian_images,
                      net_options=dict(args.net_options), device=args.device, threads=args.threads,
-                     progress=args.progress, command=command_line, vae_net=args.vae_net,
+                     progress=args.progress, command=command_line, overwrite=args.overwrite, vae_net=args.vae_net,
                      vae_net_options=dict(args.vae_net_options) or None, vae_options=dict(args.vae_options) or None)
     for run in result["runs"]:  # every row is a run directory with its own report.html
         write_report(run, command=command_line)

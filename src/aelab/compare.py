@@ -35,7 +35,7 @@ from .models.variational import binarize
 from .noise import add_evaluation_noise, evaluation_noise
 from .report.tables import compare_markdown
 from .settings import CompareConfig, TrainConfig
-from .train import train_run
+from .train import check_new_run, train_run
 
 
 @dataclass
@@ -111,7 +111,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
             seed: int = C.seed, limit: int | None = None, kinds: list[str] | None = None,
             iw_samples: int = C.iw_samples, jacobian_images: int = C.jacobian_images,
             net_options: dict | None = None, device: str = "auto", threads: int | None = None,
-            progress: bool = True, command: str | None = None, vae_net: str | None = None,
+            progress: bool = True, command: str | None = None, overwrite: bool = False, vae_net: str | None = None,
             vae_net_options: dict | None = None, vae_options: dict | None = None) -> dict:
     """Train every kind (or the entries of ``kinds``, by kind or row name) with the same
     settings, measure each, and write ``compare.md``, ``compare.json`` and
@@ -120,7 +120,8 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
 
     The variational row may differ: ``vae_net`` (another network, with ``latent_dim`` and
     ``vae_net_options`` only), ``vae_net_options`` (on top of the shared ones) and
-    ``vae_options`` (its hyper-parameters, e.g. ``{"kl_warmup": 4690}``).
+    ``vae_options`` (its hyper-parameters, e.g. ``{"kl_warmup": 4690}``). A row's run directory
+    that already holds a run is refused unless ``overwrite`` (see :func:`aelab.train.train_run`).
     """
     entries = [e for e in ENTRIES if kinds is None or e.kind in kinds or e.name in kinds]
     if not entries:
@@ -129,6 +130,9 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
                          threads=threads, progress=progress).check()
     out = Path(out)
+    if not overwrite:  # refuse before any training: an earlier comparison's runs are there
+        for entry in entries:
+            check_new_run(out / _slug(entry.name), clear=False)
     train, test = load_dataset(data, "train", limit=limit), load_dataset(data, "test", limit=limit)
     shared = {"latent_dim": latent_dim, **(net_options or {})}
     noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))
@@ -146,7 +150,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
         run_dir = out / _slug(entry.name)
         t0 = time.perf_counter()
         model, history = train_run(spec, train.x, test.x, run_config, run_dir, record=run_config.record(data, limit),
-                                   extra={"class_names": train.class_names})
+                                   extra={"class_names": train.class_names}, overwrite=overwrite)
         seconds = time.perf_counter() - t0
         model.eval()
         row = {"name": entry.name, "kind": entry.kind, "net": model.net, "options": model.options(),

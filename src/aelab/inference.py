@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import plots, runs
 from .data import check_images, load_image, load_npz
@@ -48,47 +49,109 @@ def model_codes(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     return torch.cat([model.codes(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]).numpy()
 
 
+def at_size(model, height: int, width: int):
+    """A view of ``model`` that takes (C, height, width) images: a shallow copy sharing its
+    weights, whose input check expects that size (a convolutional net is size-agnostic)."""
+    view = copy.copy(model)
+    view.input_shape = (model.input_shape[0], int(height), int(width))
+    return view
+
+
+PAD_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)  # the strides of aelab's networks (2 per halving)
+
+
+def fitting_size(model, height: int, width: int) -> tuple[int, int] | None:
+    """The smallest (H, W) >= (height, width), a multiple of 1, 2, 4, ... 64, at which ``model``
+    gives back an image of its input's shape; None when there is none (a dense layer)."""
+    if (height, width) == tuple(model.input_shape[1:]):
+        return height, width
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    try:
+        for m in PAD_MULTIPLES:
+            h, w = -(-height // m) * m, -(-width // m) * m
+            probe = torch.zeros(1, model.input_shape[0], h, w, device=device)
+            try:
+                with torch.inference_mode():
+                    out = at_size(model, h, w).eval()(probe)
+            except (RuntimeError, ValueError):  # the layers are fixed to another size
+                continue
+            if tuple(out.shape) == tuple(probe.shape):
+                return h, w
+    finally:
+        model.train(was_training)
+    return None
+
+
+def clean(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model`` applied to (N, C, H, W) images of any size and grey or RGB, returned in their shape.
+
+    Images of another size than the model's are padded (reflect) to a size the network
+    takes (:func:`fitting_size`) and cropped back; a grey model cleans each channel of RGB
+    images on its own, an RGB model cleans grey images as three equal channels and gives back
+    their mean. A model whose layers are fixed to its size (a dense net, or a dense code)
+    refuses other sizes with a :class:`DataError`.
+    """
+    x = check_images(x, "images")
+    n, channels, height, width = x.shape
+    c, h, w = model.input_shape
+    if channels != c:
+        if c == 1 and channels == 3:  # each colour channel as a grey image
+            return clean(model, x.reshape(n * 3, 1, height, width), batch_size).reshape(n, 3, height, width)
+        if c == 3 and channels == 1:
+            return clean(model, x.expand(n, 3, height, width).contiguous(), batch_size).mean(1, keepdim=True)
+        raise DataError(f"expected grey or RGB images for this {c}-channel model, found {channels} channels; "
+                        "convert them to grey or RGB first")
+    if (height, width) == (h, w):
+        return apply_model(model, x, batch_size)
+    size = fitting_size(model, height, width)
+    if size is None:
+        fix = "a convolutional model" if model.net == "dense" else "a convolutional model without latent_dim"
+        raise DataError(f"expected {h}x{w} images for this {model.net} model, found {height}x{width}; resize them "
+                        f"first (e.g. with PIL) or use {fix}")
+    pad_h, pad_w = size[0] - height, size[1] - width
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"  # reflect needs a pad below the size
+    padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+    return apply_model(at_size(model, *size), padded, batch_size)[:, :, :height, :width].contiguous()
+
+
 def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None,
             device: str = "cpu") -> Path:
     """Clean ``inputs`` (image files, or one ``.npz``) with the model of ``run``.
 
-    Writes ``<out>/<name>.png`` per image (or ``<out>/denoised.npz`` for an .npz input) and
-    ``<out>/side_by_side.png`` (input above, cleaned below, first 10). ``out`` defaults to
-    ``<run>/denoised``. Images are resized to the model's input size when they differ.
+    Writes ``<out>/<name>.denoised.png`` per image (or ``<out>/denoised.npz`` for an .npz
+    input) and ``<out>/side_by_side.png`` (input above, cleaned below, first 10). ``out``
+    defaults to ``<run>/denoised``. Each image is cleaned at its own size and comes back in
+    its own colour mode (see :func:`clean`): nothing is resized; a model that cannot take
+    the images' size refuses them.
     """
     model = runs.load_model(run, device=device)
-    c, h, w = model.input_shape
     out = Path(out) if out is not None else runs.output_dir(run) / "denoised"
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not inputs:
         raise DataError("expected at least one image file or .npz to denoise, found none")
     if len(inputs) == 1 and inputs[0].suffix == ".npz":
         x = load_npz(inputs[0]).x
-        names = None
-    else:
-        stems = [p.stem for p in inputs]
-        twice = next((s for s in stems if stems.count(s) > 1), None)
-        if twice is not None:  # both would be written to the same output file
-            same = [str(p) for p in inputs if p.stem == twice]
-            raise DataError(f"expected input images with distinct names, found {twice!r} twice ({', '.join(same[:2])}); "
-                            "rename one or denoise them in two calls with different --out")
-        arrays = [to_chw(load_image(p, (h, w)), c) for p in inputs]
-        x = check_images(np.stack(arrays), "input images")
-        names = [p.stem for p in inputs]
-    if tuple(x.shape[1:]) != model.input_shape:
-        raise DataError(f"expected images of shape {model.input_shape} for this model, found {tuple(x.shape[1:])}; "
-                        "resize them or train a model for this shape")
-    x_hat = apply_model(model, x)
-    if names is None:
+        x_hat = clean(model, x)
         buf = io.BytesIO()
         np.savez_compressed(buf, x=x_hat.numpy())
         runs.atomic_write_bytes(out / "denoised.npz", buf.getvalue())
-    else:
-        for name, img in zip(names, x_hat):
-            runs.atomic_write_bytes(out / f"{name}.denoised.png", png_bytes(img))
-    plots.rows([("input", x[:10]), ("cleaned", x_hat[:10])], out / "side_by_side.png",
-               titles=names[:10] if names else None)
+        plots.rows([("input", x[:10]), ("cleaned", x_hat[:10])], out / "side_by_side.png")
+        return out
+    stems = [p.stem for p in inputs]
+    twice = next((s for s in stems if stems.count(s) > 1), None)
+    if twice is not None:  # both would be written to the same output file
+        same = [str(p) for p in inputs if p.stem == twice]
+        raise DataError(f"expected input images with distinct names, found {twice!r} twice ({', '.join(same[:2])}); "
+                        "rename one or denoise them in two calls with different --out")
+    images = [torch.from_numpy(np.ascontiguousarray(to_chw(a, 1 if a.ndim == 2 else 3)))
+              for a in (load_image(p) for p in inputs)]
+    cleaned = [clean(model, img[None])[0] for img in images]  # each at its own size: refuses before writing
+    for name, img in zip(stems, cleaned):
+        runs.atomic_write_bytes(out / f"{name}.denoised.png", png_bytes(img))
+    plots.rows([("input", images[:10]), ("cleaned", cleaned[:10])], out / "side_by_side.png", titles=stems[:10])
     return out
 
 
-__all__ = ["apply_model", "model_codes", "denoise"]
+__all__ = ["apply_model", "model_codes", "at_size", "fitting_size", "clean", "denoise"]

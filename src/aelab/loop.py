@@ -28,6 +28,7 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .data import check_images
 from .device import adam, autocast, default_threads, memory_format, resolve_device
 from .errors import AelabWarning, ConfigError, TrainingError
+from .metrics import psnr
 from .models import Autoencoder
 from .noise import Noise, parse_noise
 from .settings import TrainConfig, learning_rate
@@ -36,7 +37,7 @@ from .settings import TrainConfig, learning_rate
 def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = None,
         config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
         resume: bool = False, stop_after_steps: int | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+        on_epoch_end: Callable[[int, dict], None] | None = None, resume_command: str | None = None) -> dict:
     """Train ``model`` in place and return its history.
 
     ``x_train`` (and ``x_val``) are float32 NCHW in [0, 1]. Each step corrupts a batch with
@@ -45,6 +46,12 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
     evaluation noise, and (with ``run_dir``) a checkpoint is written atomically.
     ``stop_after_steps`` stops early as Ctrl-C would (used by tests of resume).
     ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint (benchmarks use it).
+    ``resume_command``: the command an interrupt message tells the user to run (default
+    ``--resume --out RUN_DIR``).
+
+    A finished training ends with one line of quality on the validation images (on stderr
+    with ``progress``; in ``history["quality"]`` and history.json, see :func:`quality`) and an
+    :class:`AelabWarning` when the model's output is worse than its input.
     """
     config = (config or TrainConfig()).check()
     x_train = check_images(x_train, "training images")
@@ -67,7 +74,8 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
                     loop.pause(state, sums, t0)
                     progress.close()
                     if interrupt.hit:
-                        where = f"; resume with --resume --out {run_dir}" if run_dir else ""
+                        hint = resume_command or f"--resume --out {run_dir}"
+                        where = f"; resume with `{hint}`" if run_dir else ""
                         raise KeyboardInterrupt(f"stopped at epoch {state.epoch + 1} step {state.step}, "
                                                 f"checkpoint written{where}")
                     return loop.finish(state)
@@ -77,7 +85,54 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, state.history)
     distributed.barrier()
-    return loop.finish(state)
+    history = loop.finish(state)
+    if loop.main:
+        history["quality"] = q = quality(model, x_val if x_val is not None else x_train, loop.noise,
+                                         "validation" if x_val is not None else "training")
+        if loop.run_dir is not None:
+            runs.write_json(Path(loop.run_dir) / runs.HISTORY, history)
+        if config.progress:
+            print(q["text"], file=sys.stderr)
+        if q["worse"]:
+            warnings.warn(q["warning"], AelabWarning, stacklevel=2)
+    return history
+
+
+QUALITY_IMAGES = 1000  # enough for a stable mean PSNR, and about a second of CPU
+
+
+@torch.no_grad()
+def quality(model: Autoencoder, x: torch.Tensor, noise: Noise, name: str = "validation") -> dict:
+    """How good the trained model is on the first images of ``x`` (fixed evaluation noise, seed 0).
+
+    A kind trained with noise (a denoiser): PSNR of the noisy input and of the cleaned output
+    against the clean image; ``worse`` when cleaning lowers it. Otherwise: reconstruction PSNR,
+    and ``worse`` when it is below that of the flat mean image (a model that learned nothing).
+    """
+    x = x[:QUALITY_IMAGES]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        target = x.to(device)
+        x_in = noise(target, torch.Generator().manual_seed(0))
+        out = torch.cat([model(x_in[i:i + 250]).float() for i in range(0, len(x_in), 250)])
+    finally:
+        model.train(was_training)
+    n = len(x)
+    output = psnr(target, out)
+    if type(noise) is not Noise:  # a denoiser
+        given, what = psnr(target, x_in), "noisy"
+        text = f"quality on {n} {name} images: PSNR noisy {given:.2f} dB -> cleaned {output:.2f} dB"
+    else:
+        given, what = psnr(target, target.mean(0, keepdim=True).expand_as(target)), "the mean image"
+        text = f"quality on {n} {name} images: reconstruction PSNR {output:.2f} dB (the mean image: {given:.2f} dB)"
+    worse = output < given
+    warning = (f"the trained model's output is worse than {what} on the {name} images (PSNR {output:.2f} dB "
+               f"against {given:.2f} dB): it has not learned yet; train longer (--epochs), on more images "
+               "(--limit), or with --schedule onecycle")
+    return {"images": n, "kind": "denoising" if what == "noisy" else "reconstruction", "input_psnr": round(given, 3),
+            "output_psnr": round(output, 3), "worse": worse, "text": text, "warning": warning}
 
 
 class _Loop:
@@ -223,11 +278,15 @@ class _Loop:
 
 
 class _Progress:
-    """A progress bar of steps on stderr (rank 0, when ``config.progress``); a no-op otherwise."""
+    """Progress on stderr (rank 0, when ``config.progress``): a bar of steps on a terminal, one
+    line per epoch otherwise (a log file, CI, ``nohup``; as Keras' ``verbose=2``); else a no-op."""
 
     def __init__(self, loop: _Loop, state: TrainState):
-        self.loop, self.bar = loop, None
+        self.loop, self.bar, self.lines = loop, None, False
         if loop.config.progress and loop.main:
+            if not _is_terminal(sys.stderr):
+                self.lines = True
+                return
             from tqdm.auto import tqdm  # imported only when a bar is shown (tqdm.auto probes for notebooks)
 
             per_epoch = loop.steps_per_epoch
@@ -255,15 +314,27 @@ class _Progress:
             self.bar.set_postfix(loss=f"{float(sums['loss']) / seen * loop.world:.4f}")
 
     def end_epoch(self, state: TrainState) -> None:
-        if self.bar is not None:
-            val = state.history["val"].get("loss")
-            self.bar.set_postfix(loss=f"{state.history['train']['loss'][-1]:.4f}",
+        history = state.history
+        val = history["val"].get("loss")
+        if self.lines:
+            line = f"epoch {state.epoch}/{self.loop.config.epochs}: loss {history['train']['loss'][-1]:.4f}"
+            line += (f", val {val[-1]:.4f}" if val else "") + f", {history['seconds'][-1]:.1f} s"
+            print(line, file=sys.stderr, flush=True)
+        elif self.bar is not None:
+            self.bar.set_postfix(loss=f"{history['train']['loss'][-1]:.4f}",
                                  **({"val": f"{val[-1]:.4f}"} if val else {}))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class _Interrupt:

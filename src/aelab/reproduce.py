@@ -6,6 +6,7 @@ cleaned / original rows, PSNR/SSIM at four noise levels, and the report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
 import statistics
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, plots, runs
+from . import distributed, plots, runlock, runs
 from .data import load_dataset
 from .evaluate import NOISE_FACTORS, denoising_quality, hardest_images
 from .inference import apply_model
@@ -23,7 +24,7 @@ from .nets import count_parameters, describe
 from .noise import add_evaluation_noise
 from .report import write_report
 from .settings import FAST, TUTORIAL, TrainConfig
-from .train import train_run
+from .train import check_new_run, train_run
 
 
 def _class_counts(train, test) -> dict:
@@ -36,20 +37,38 @@ def _class_counts(train, test) -> dict:
 
 
 def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_factor: float = 0.2,
-              batch_size: int | None = None, lr: float | None = None, seed: int = 0, limit: int | None = None,
-              data: str | None = None, resume: bool = False, device: str = "auto", threads: int | None = None,
-              progress: bool = True, command: str | None = None, fast: bool = False) -> dict:
+              batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
+              limit: int | None = None, data: str | None = None, resume: bool = False, device: str = "auto",
+              threads: int | None = None, progress: bool = True, command: str | None = None, fast: bool = False,
+              overwrite: bool = False) -> dict:
     """Run the whole experiment into ``out`` and return its metrics (also in ``metrics.json``).
 
     ``limit`` keeps the first N images of both splits, for a quick look. ``fast`` trains with
     the :data:`aelab.settings.FAST` preset instead of the tutorial's schedule; explicit ``epochs``,
-    ``batch_size`` and ``lr`` override either preset.
+    ``batch_size`` and ``lr`` override either preset. ``resume`` continues the run's own plan
+    (its epochs, batch size, learning rate, schedule and seed) except what is given here.
+    ``out`` is locked while it is written; a run already there is refused unless ``resume`` or
+    ``overwrite`` (which removes the old run's files first; see :func:`aelab.train.train_run`).
     """
-    t_start = time.perf_counter()
     out = Path(out)
+    cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    with (runlock.hold(out, cmd) if distributed.is_main() else contextlib.nullcontext()):
+        if not resume and distributed.is_main():
+            check_new_run(out, overwrite)
+        return _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads,
+                          progress, cmd, fast)
+
+
+def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads, progress,
+               cmd, fast) -> dict:
+    t_start = time.perf_counter()
+    saved = runs.read_config(out).get("train", {}) if resume and runs.has_config(out) else {}
     preset = dataclasses.asdict(FAST if fast else TUTORIAL)
+    if saved and not fast:  # the run's own plan
+        preset.update({k: saved[k] for k in preset if k in saved})
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     settings = {**preset, **{k: v for k, v in given.items() if v is not None}}
+    seed = seed if seed is not None else saved.get("seed", TrainConfig.seed)
     batch_size = settings["batch_size"]
     config = TrainConfig(seed=seed, noise=f"gaussian:{noise_factor:g}", device=device, threads=threads,
                          progress=progress, **settings).check()
@@ -68,11 +87,11 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
                          suptitle=f"noise factor {noise_factor:g}")
 
     # 2. the model and its training
-    cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     t_train = time.perf_counter()
     model, history = train_run({"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"},
                                train_set.x, test_set.x, config, out, resume=resume, record=config.record(data, limit),
-                               extra={"class_names": train_set.class_names, "command": cmd})
+                               extra={"class_names": train_set.class_names, "command": cmd},
+                               resume_command=f"aelab reproduce --resume --out {shlex.quote(str(out))}")
     train_seconds = time.perf_counter() - t_train
     plots.history(history, figs / "history.png", title="Denoising autoencoder: MSE per epoch")
 

@@ -8,15 +8,18 @@ The loop itself is :func:`aelab.loop.fit`; the settings and their defaults are
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shlex
+import shutil
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import distributed, runs
+from . import distributed, runlock, runs
 from .data import has_test_split, load_dataset
 from .errors import AelabWarning, ConfigError
 from .loop import fit
@@ -29,7 +32,8 @@ __all__ = ["SCHEDULES", "TrainConfig", "fit", "learning_rate", "train", "train_r
 def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Tensor | None, config: TrainConfig,
               out: str | os.PathLike, *, resume: bool = False, init: str | os.PathLike | None = None,
               record: dict | None = None, extra: dict | None = None,
-              on_epoch_end: Callable[[int, dict], None] | None = None) -> tuple[Autoencoder, dict]:
+              on_epoch_end: Callable[[int, dict], None] | None = None, overwrite: bool = False,
+              resume_command: str | None = None) -> tuple[Autoencoder, dict]:
     """Train a model into the run directory ``out``; return the trained model and its history.
 
     ``model``: an :class:`Autoencoder`, or a model spec (the ``model`` section of a
@@ -45,8 +49,53 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
     ``config.record(data, limit)`` so that ``--resume`` finds the data). ``extra``: more
     top-level entries of ``config.json`` (``class_names``, ``command``). ``on_epoch_end`` goes to
     :func:`fit`. Under ``torchrun`` every rank trains and only rank 0 writes.
+
+    ``out`` is locked while this runs (:mod:`aelab.runlock`: a second writer is refused with the
+    first one's pid and command). A fresh run refuses a folder that already holds a run
+    (``config.json``) unless ``overwrite``, which first removes what the old run wrote
+    (:data:`RUN_FILES`; other files stay). ``resume_command``: what an interrupt tells the user
+    to run (see :func:`fit`).
     """
     out = Path(out)
+    main = distributed.is_main()
+    lock = runlock.hold(out, (extra or {}).get("command")) if main else contextlib.nullcontext()
+    with lock:
+        if not resume and main:
+            check_new_run(out, overwrite)
+        return _train_run(model, x_train, x_val, config, out, resume, init, record, extra, on_epoch_end,
+                          resume_command)
+
+
+# What a run's writers (train, evaluate, embed, report, explore) put into it: --overwrite removes these only.
+RUN_FILES = (runs.CONFIG, runs.WEIGHTS, runs.HISTORY, runs.METRICS, runs.CHECKPOINT, "evaluation.md",
+             "evaluation.json", "embedding_*.npz", "figures", "report.html", "explore.html")
+
+
+def check_new_run(out: Path, overwrite: bool = False, clear: bool = True) -> None:
+    """Refuse to train a new run over an existing one (``config.json`` in ``out``), or with
+    ``overwrite`` remove the old run's files (:data:`RUN_FILES`, nothing else). A start that
+    failed before its first epoch (``config.json`` and the initial weights, nothing more) is
+    no run to keep: it is replaced without ``overwrite``. ``clear=False``: only refuse (a
+    check before the run is locked)."""
+    out = Path(out)
+    if not (out / runs.CONFIG).exists():
+        return
+    found = [p.name for pattern in RUN_FILES for p in sorted(out.glob(pattern))]
+    started_only = set(found) <= {runs.CONFIG, runs.WEIGHTS}
+    if not overwrite and not started_only:
+        raise ConfigError(f"expected a new run directory, found a trained run in {out} ({', '.join(found[:4])}); "
+                          "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    if not clear:
+        return
+    for pattern in RUN_FILES:
+        for path in out.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                runs.discard(path)
+
+
+def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, on_epoch_end, resume_command):
     if isinstance(model, dict):
         torch.manual_seed(config.seed)
         model = build_model(model["kind"], model["input_shape"], net=model.get("net", "conv"),
@@ -61,7 +110,8 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
             runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
             runs.save_model(model, out, train_config=record, extra=extra)
         distributed.barrier()
-    history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end)
+    history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end,
+                  resume_command=resume_command)
     model.finalise()  # data a kind derives once from its final weights (the codec's coding tables)
     if distributed.is_main():
         runs.save_model(model, out, train_config=record, extra=extra)
@@ -70,24 +120,36 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
 
 def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
           config: TrainConfig | None = None, *, limit: int | None = None, resume: bool = False, size=None,
-          net_options: dict | None = None, init: str | None = None, **options) -> Autoencoder:
+          net_options: dict | None = None, init: str | None = None, overwrite: bool = False,
+          **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
     :func:`aelab.data.load_dataset`). Validation uses the test split when there is one.
     ``config``: the training settings (default :class:`TrainConfig`'s); any of its fields may
-    also be given as a keyword (``epochs=5``), which overrides it. The other ``options`` are the
-    kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a trained run whose
-    weights the new model starts from (same kind, network and image shape; its options may
-    differ, e.g. a codec's ``lmbda``), i.e. fine-tuning. With ``resume`` the run's own settings
-    are used, except ``epochs``, ``progress``, ``device`` and ``threads``.
+    also be given as a keyword (``epochs=5``), which overrides it (None = not given). The other
+    ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a
+    trained run whose weights the new model starts from (same kind, network and image shape;
+    its options may differ, e.g. a codec's ``lmbda``), i.e. fine-tuning.
+
+    A new run refuses an ``out`` that holds a run unless ``overwrite`` (see :func:`train_run`).
+    With ``resume`` the run continues its own plan (epochs, batch size, learning rate,
+    schedule, noise, seed, data, limit, model) except the settings given here: a keyword
+    that is not None, or a field of ``config`` that differs from the default. ``device``,
+    ``threads`` and ``progress`` are this machine's: never taken from the saved run.
     """
-    settings = {k: options.pop(k) for k in TrainConfig.names() if k in options}
-    config = dataclasses.replace(config or TrainConfig(), **settings).check()
+    given = {k: v for k in TrainConfig.names() if k in options for v in [options.pop(k)] if v is not None}
+    if config is not None:  # its fields set away from the defaults count as given
+        default = TrainConfig()
+        given = {**{k: getattr(config, k) for k in TrainConfig.names() if getattr(config, k) != getattr(default, k)},
+                 **given}
+    config = TrainConfig(**given).check()
     out = Path(out)
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
         resume = False
+    if not resume and not overwrite:
+        check_new_run(out, clear=False)  # before loading data: refuse an existing run at once
     saved = runs.read_config(out) if resume else {}
     if resume:  # the run's own data and limit, unless given
         runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit"],
@@ -100,11 +162,11 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         limit = saved_limit
     train_set = load_dataset(data, "train", limit=limit, size=size)
     val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
-    if resume:  # the run's own settings and model, as it was built
-        config = TrainConfig.from_dict({**saved.get("train", {}), "epochs": config.epochs, "progress": config.progress,
-                                        "device": config.device, "threads": config.threads}).check()
+    if resume:  # the run's own plan and model, as it was built, less what was given and this machine's settings
+        plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "progress")}
+        config = TrainConfig.from_dict({**plan, **given}).check()
         spec = saved["model"]
-        record = {**saved.get("train", {}), "epochs": config.epochs}
+        record = {**saved.get("train", {}), **config.record(data, limit)}
         extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
         spec = {"kind": kind, "input_shape": train_set.input_shape, "net": net, "net_options": net_options,
@@ -112,7 +174,8 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         record = config.record(data, limit)
         extra = {"class_names": train_set.class_names}
     model, _ = train_run(spec, train_set.x, val_set.x if val_set else None, config, out, resume=resume,
-                         init=None if resume else init, record=record, extra=extra)
+                         init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
+                         resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
     return model
 
 
