@@ -23,6 +23,7 @@ from .errors import ConfigError
 
 LOCK = ".aelab.lock"
 _held: dict[Path, int] = {}  # run directories this process holds, and how many times
+_created: dict[Path, list[Path]] = {}  # per lock: the folders acquire created, deepest first
 
 
 def _command() -> str:
@@ -72,6 +73,7 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None) -> Path:
     if key in _held:
         _held[key] += 1
         return run_dir / LOCK
+    created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]  # folders this lock makes
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -100,6 +102,7 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None) -> Path:
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(info))
         _held[key] = 1
+        _created[key] = created
         return path
     raise ConfigError(f"expected to lock {run_dir}, found its lock file changing under us; "
                       "another process is starting in it: wait for it or use another --out")
@@ -118,6 +121,11 @@ def release(run_dir: str | os.PathLike) -> None:
             path = run_dir / LOCK
             if (_read(path) or {}).get("pid") == os.getpid():
                 path.unlink()
+        for folder in _created.pop(key, []):  # a folder made for a run that wrote nothing goes again
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run's files are in it
+                break
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ The loop itself is :func:`aelab.loop.fit`; the settings and their defaults are
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shlex
 import shutil
