@@ -36,3 +36,11 @@ def test_a_trained_run_gets_its_loss_curves(tmp_path):
     assert _headings(html) == ["1. The model", "2. Training", "3. How to reproduce"]
     assert (tmp_path / "figures" / "history.png").exists()
     assert html.count("<img") == 1 and 'class="epochs"' in html
+
+
+def test_the_report_links_the_explorer_page_when_the_run_has_one(tmp_path):
+    model = build_model("denoising", (1, 28, 28), net="dense", net_options={"latent_dim": 8})
+    save_model(model, tmp_path)
+    assert 'href="explore.html"' not in write_report(tmp_path).read_text()
+    (tmp_path / "explore.html").write_text("<html></html>")
+    assert 'href="explore.html"' in write_report(tmp_path).read_text()

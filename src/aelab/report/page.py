@@ -267,6 +267,9 @@ def write_report(run_dir, command: str | None = None) -> Path:
     summary = metrics.get("summary", {})
     if summary:
         parts.append("<p>" + html.escape(summary.get("text", "")) + "</p>")
+    if runs.run_file(run_dir, "explore.html").is_file():  # `aelab explore` wrote the interactive page
+        parts.append('<p class="note"><a href="explore.html">Explore this model</a>: the latent map, live '
+                     'decoding and denoising in one page (explore.html, beside this report).</p>')
 
     # 1. the data
     data_parts = []
