@@ -39,12 +39,67 @@ ENTRIES = [
 ]
 
 
+def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
+    return [*CODEC, "--lambda", str(lmbda), "--epochs", str(epochs), "--lr", lr,
+            *(["--init", f"{{dir}}/{init}"] if init else []), *(["--option", "prior=element"] if element else []),
+            "--out", f"{{dir}}/{name}"]
+
+
+CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained for the zoo
+    "codec-0.04": codec_step("codec-0.04", 0.04, 6, lr="1.5e-3"),
+    "codec-0.025": codec_step("codec-0.025", 0.025, 5, init="codec-0.04"),
+    "codec-0.007": codec_step("codec-0.007", 0.007, 2, init="codec-0.025"),
+    "codec-el-0.007": codec_step("codec-el-0.007", 0.007, 2, init="codec-0.007", element=True),
+    "codec-0.002": codec_step("codec-0.002", 0.002, 3, init="codec-0.025"),
+    "codec-el-0.002": codec_step("codec-el-0.002", 0.002, 2, init="codec-0.002", element=True),
+}
+
+
+def codec(name, run, chain, purpose, minutes):
+    return {"name": name, "run": run, "profile": "codec", "purpose": purpose,
+            "steps": [CHAIN[c] for c in chain], "result": f"{{dir}}/{run}", "cpu_minutes": minutes,
+            "settings": {}, "float16": False}
+
+
+ENTRIES += [
+    codec("codec-250b", "codec-0.04", ["codec-0.04"], "learned codec, about 250 bytes per image (lambda 0.04)", 13.2),
+    codec("codec-200b", "codec-0.025", ["codec-0.04", "codec-0.025"],
+          "learned codec, about 190 bytes per image (lambda 0.025)", 21.5),
+    codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
+          "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None),
+    codec("codec-50b", "codec-el-0.002", ["codec-0.04", "codec-0.025", "codec-0.002", "codec-el-0.002"],
+          "learned codec, about 50 bytes per image (lambda 0.002, a density per latent element)", None),
+    {"name": "denoiser-unet", "run": "unet-blind", "profile": "denoiser",
+     "purpose": "the strongest blind denoiser: a small U-Net trained on noise factors drawn from [0, 0.5]",
+     "steps": [["train", "--kind", "denoising", "--net", "unet", "--noise", "gaussian:0-0.5", "--net-option",
+                "widths=[16,32,64]", "--epochs", "6", "--batch-size", "128", "--lr", "3e-3", "--schedule",
+                "onecycle", "--seed", "0", *COMMON, "--out", "{dir}/unet-blind"]],
+     "result": "{dir}/unet-blind", "cpu_minutes": None, "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]},
+     "float16": False},
+]
+
+
+def cpu_minutes(root: Path) -> dict:
+    """The CPU minutes (user + system) of each training, from the times.log the queue wrote."""
+    out = {}
+    for line in (root / "times.log").read_text().splitlines():
+        name, *fields = line.split()
+        f = dict(x.split("=") for x in fields)
+        out[name] = (float(f["cpu_user"]) + float(f["cpu_sys"])) / 60
+    return out
+
+
 def main(argv):
     root = Path(argv[0])
     chosen = set(argv[1:])
+    minutes = cpu_minutes(root) if (root / "times.log").is_file() else {}
     for e in ENTRIES:
         if chosen and e["name"] not in chosen:
             continue
+        if e["profile"] == "codec":  # the whole chain's CPU time
+            e["cpu_minutes"] = sum(minutes[Path(s[-1]).name] for s in e["steps"])
+        elif e["cpu_minutes"] is None:
+            e["cpu_minutes"] = minutes[Path(e["steps"][-1][-1]).name]
         folder = zoo.pack(root / e["run"], e["name"], e["profile"], e["purpose"], e["steps"], e["result"],
                           e["cpu_minutes"], settings=e["settings"], float16=e["float16"])
         print(f"packed {folder}: {zoo.card(e['name'])['headline']}")
