@@ -55,10 +55,10 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
 }
 
 
-def codec(name, run, chain, purpose, minutes):
+def codec(name, run, chain, purpose, minutes, float16=False):
     return {"name": name, "run": run, "profile": "codec", "purpose": purpose,
             "steps": [CHAIN[c] for c in chain], "result": f"{{dir}}/{run}", "cpu_minutes": minutes,
-            "settings": {}, "float16": False}
+            "settings": {}, "float16": float16}
 
 
 ENTRIES += [
@@ -66,9 +66,12 @@ ENTRIES += [
     codec("codec-200b", "codec-0.025", ["codec-0.04", "codec-0.025"],
           "learned codec, about 190 bytes per image (lambda 0.025)", 21.5),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
-          "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None),
+          "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None,
+          float16=True),  # 2.04 MB in float32: its 1,024 densities and their tables
+    
     codec("codec-50b", "codec-el-0.002", ["codec-0.04", "codec-0.025", "codec-0.002", "codec-el-0.002"],
-          "learned codec, about 50 bytes per image (lambda 0.002, a density per latent element)", None),
+          "learned codec, about 50 bytes per image (lambda 0.002, a density per latent element)", None,
+          float16=True),
     {"name": "denoiser-unet", "run": "unet-blind", "profile": "denoiser",
      "purpose": "the strongest blind denoiser: a small U-Net trained on noise factors drawn from [0, 0.5]",
      "steps": [["train", "--kind", "denoising", "--net", "unet", "--noise", "gaussian:0-0.5", "--net-option",
