@@ -305,9 +305,10 @@ def decompress(data: bytes, model) -> torch.Tensor:
     if len(payload) % 4 or zlib.crc32(payload, zlib.crc32(head["header"])) != head["crc"]:
         raise DataError(f"the stream is corrupted or truncated ({len(data)} bytes, checksum mismatch); "
                         "compress the images again")
-    if len(payload) + 8 < _min_payload_bytes(model, head["count"]):
+    least = _min_payload_bytes(model, head["count"])
+    if len(payload) + 8 < least:
         raise DataError(f"the stream's header claims {head['count']:,} images, but its {len(payload):,} bytes of "
-                        f"payload cannot hold them (at least {_min_payload_bytes(model, head['count']):,.0f}); "
+                        f"payload cannot hold them (at least {least:,.0f}); "
                         "it is damaged or crafted, compress the images again")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:

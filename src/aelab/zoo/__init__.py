@@ -119,7 +119,8 @@ def listing() -> list[dict]:
         folder = runs.locate(runs.ZOO_PREFIX + name)
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         rows.append({"name": name, "kind": c["kind"], "net": c["net"], "purpose": c["purpose"],
-                     "headline": c["headline"], "bytes": size, "recipe": c["recipe"]["commands"],
+                     "headline": c["headline"], "bytes": size,
+                     "recipe": [f"aelab {shlex.join(step)}" for step in recipe_commands(c, "DIR")],
                      "cpu_minutes": c["cpu_minutes"]})
     return rows
 
@@ -140,8 +141,7 @@ def measure(run, card_: dict, quick: bool = False, data=None) -> dict:
     """The card's figures measured on the model of ``run`` (a folder or ``zoo:NAME``)."""
     model = runs.load_model(run)
     torch.manual_seed(0)
-    with torch.inference_mode(False):
-        return PROFILES[card_["profile"]](model, card_, quick, data)
+    return PROFILES[card_["profile"]](model, card_, quick, data)
 
 
 def compare_figures(expected: dict, measured: dict) -> list[dict]:
