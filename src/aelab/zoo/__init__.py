@@ -141,7 +141,8 @@ def measure(run, card_: dict, quick: bool = False, data=None) -> dict:
     """The card's figures measured on the model of ``run`` (a folder or ``zoo:NAME``)."""
     model = runs.load_model(run)
     torch.manual_seed(0)
-    return PROFILES[card_["profile"]](model, card_, quick, data)
+    with torch.no_grad():
+        return PROFILES[card_["profile"]](model, card_, quick, data)
 
 
 def compare_figures(expected: dict, measured: dict) -> list[dict]:
