@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import commands as c
+from . import commands_zoo as cz
 from .errors import AelabError, AelabWarning
 from .version import __version__
 
@@ -96,12 +97,12 @@ COMMANDS = (
             "The zoo's models work wherever a run directory does: --run zoo:NAME.\n\nexamples:\n"
             "  aelab zoo\n  aelab zoo show denoiser-tutorial\n"
             "  aelab denoise --run zoo:denoiser-unet noisy.png --out cleaned/\n"
-            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", c._zoo_args, c._zoo),
+            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", cz.zoo_args, cz.zoo),
     Command("verify", "re-measure the zoo's cards from the shipped weights",
             "Measure every figure of each card again on the real test set and print card / measured /\n"
             "difference / verdict; exit 2 when a figure is outside its tolerance.\n\nexamples:\n"
             "  aelab verify --quick\n  aelab verify denoiser-tutorial\n"
-            "  aelab verify --run runs/rebuilt/reproduce --against zoo:denoiser-tutorial", c._verify_args, c._verify),
+            "  aelab verify --run runs/rebuilt/reproduce --against zoo:denoiser-tutorial", cz.verify_args, cz.verify),
     Command("data", "look at the data", "example:\n  aelab data show --out runs/data", c._data_args, c._data),
 )
 

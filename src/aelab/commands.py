@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
-import time
 
 from .errors import AelabError
 from .settings import COMPARE, EMBED, EVALUATE, REPRODUCE_FAST, TRAIN
@@ -402,77 +401,6 @@ def _explore(args, command_line):
     from .explore import explore  # heavy: torch, scikit-learn
 
     print(f"wrote {explore(args.run, out=args.out)}")
-
-
-def _zoo_args(p):
-    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", help="list (default), show or retrain")
-    zsub.add_parser("list", formatter_class=FMT, help="the models (the default action)",
-                    description="example:\n  aelab zoo list")
-    ps = zsub.add_parser("show", formatter_class=FMT, help="a model's card (JSON)",
-                         description="example:\n  aelab zoo show denoiser-tutorial")
-    ps.add_argument("name", help="a zoo model's name")
-    pr = zsub.add_parser("retrain", formatter_class=FMT, help="rebuild a model from its card's recipe",
-                         description="Run every command of the card's training chain, in order, into --out,\n"
-                                     "then measure the rebuilt model against the card.\n\n"
-                                     "example:\n  aelab zoo retrain denoiser-tutorial --out runs/rebuilt")
-    pr.add_argument("name", help="a zoo model's name")
-    pr.add_argument("--out", required=True, help="the folder the chain's runs go into")
-    pr.add_argument("--quick", action="store_true", help="compare on the quick subset only")
-
-
-def _zoo(args, command_line):
-    from . import zoo  # heavy: torch
-
-    if args.zoo_command in (None, "list"):
-        rows = zoo.listing()
-        for r in rows:
-            print(f"zoo:{r['name']:<22} {r['kind']:<13} {r['net']:<6} {r['bytes'] / 1e6:5.2f} MB  {r['headline']}")
-            print(f"    {r['purpose']}")
-            print(f"    trained by ({r['cpu_minutes']:g} CPU minutes): " + " && ".join(r["recipe"]))
-        print(f"{len(rows)} models; `aelab zoo show NAME` prints a card, `aelab verify` re-measures them")
-    elif args.zoo_command == "show":
-        print(zoo.card_json(args.name))
-    elif args.zoo_command == "retrain":
-        from .cli import main  # the recipe's steps are aelab commands
-
-        folder = zoo.retrain(args.name, args.out, main)
-        _print_verdicts(zoo.verify(run=folder, against=args.name, quick=args.quick), f"{folder} against zoo:{args.name}")
-
-
-def _verify_args(p):
-    p.add_argument("names", nargs="*", help="zoo models (default: all)")
-    p.add_argument("--quick", action="store_true",
-                   help="the fixed quick subset (first 1,000 test images), a couple of minutes for all models")
-    p.add_argument("--run", default=None, help="measure this run directory instead of the shipped weights")
-    p.add_argument("--against", default=None, help="the zoo card to compare --run with, e.g. zoo:denoiser-tutorial")
-    p.add_argument("--data", default=None, help="the Fashion-MNIST folder (default: locate it)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-
-
-def _print_verdicts(rows, what: str) -> None:
-    for r in rows:
-        measured = "missing" if r["measured"] is None else f"{r['measured']:.4f}"
-        diff = "" if r["difference"] is None else f"{r['difference']:+.4f}"
-        print(f"{r['model']:<24} {r['figure']:<16} card {r['card']:.4f}  measured {measured:>10}  "
-              f"diff {diff:>8}  tol {r['tolerance']:.4f}  {'ok' if r['ok'] else 'OUT OF TOLERANCE'}")
-    bad = [r for r in rows if not r["ok"]]
-    if bad:
-        raise AelabError(f"{len(bad)} of {len(rows)} figures of {what} are outside their tolerance "
-                         f"({', '.join(sorted({r['model'] + ' ' + r['figure'] for r in bad})[:4])}); see the table above")
-
-
-def _verify(args, command_line):
-    import torch  # heavy: torch and the library
-
-    from . import zoo  # heavy: the library
-
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    rows = zoo.verify(args.names or None, quick=args.quick, run=args.run, against=args.against, data=args.data,
-                      log=lambda text: print(text, flush=True))
-    _print_verdicts(rows, args.run or "the zoo")
-    print(f"{len(rows)} figures of {len({r['model'] for r in rows})} model(s) within tolerance "
-          f"({'quick subset' if args.quick else 'whole test set'}) in {time.perf_counter() - t0:.0f} s")
 
 
 def _data_args(p):

@@ -147,7 +147,13 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
                         "rename one or denoise them in two calls with different --out")
     images = [torch.from_numpy(np.ascontiguousarray(to_chw(a, 1 if a.ndim == 2 else 3)))
               for a in (load_image(p) for p in inputs)]
-    cleaned = [clean(model, img[None])[0] for img in images]  # each at its own size: refuses before writing
+    cleaned: list[torch.Tensor] = [None] * len(images)  # each at its own size; refuses before writing
+    by_shape: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):  # images of one shape are cleaned in one batch, one size probe
+        by_shape.setdefault(tuple(img.shape), []).append(i)
+    for indices in by_shape.values():
+        for i, img in zip(indices, clean(model, torch.stack([images[i] for i in indices]))):
+            cleaned[i] = img
     for name, img in zip(stems, cleaned):
         runs.atomic_write_bytes(out / f"{name}.denoised.png", png_bytes(img))
     plots.rows([("input", images[:10]), ("cleaned", cleaned[:10])], out / "side_by_side.png", titles=stems[:10])
