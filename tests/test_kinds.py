@@ -25,10 +25,12 @@ SHAPES = [(1, 12, 12), (3, 13, 10)]  # grey square, and colour with odd sizes
 # the allowed values of string options, to pick a different one
 CHOICES = {"reconstruction": RECONSTRUCTION_LOSSES, "penalty": tuple(sae.PENALTIES),
            "jacobian": ("auto", "autograd", "projection"), "prior": ("channel", "element")}
+KIND_CHOICES = {("variational", "prior"): ("standard", "vamp")}  # a name two kinds use differently
 # options that only act in some setting: the other options that make them act
 CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
            ("variational", "likelihood_scale"): {"reconstruction": "mse"},
-           ("contractive", "projections"): {"jacobian": "projection"}}
+           ("contractive", "projections"): {"jacobian": "projection"},
+           ("variational", "pseudo_inputs"): {"prior": "vamp"}}
 # options that by definition do nothing on some network: checked to change nothing there
 INERT = {("codec", "prior", "dense")}  # a vector code: each element is its own channel already
 
@@ -41,9 +43,10 @@ def _loss(kind, net, shape, seed=1, **options):
     return model, model.loss(x, x)
 
 
-def _other(name, value):
-    if name in CHOICES:
-        return next(c for c in CHOICES[name] if c != value)
+def _other(name, value, kind=None):
+    choices = KIND_CHOICES.get((kind, name), CHOICES.get(name))
+    if choices:
+        return next(c for c in choices if c != value)
     if value is None or isinstance(value, bool):
         return False if value is None else not value
     if isinstance(value, int):
@@ -90,7 +93,7 @@ def test_every_hyper_parameter_changes_the_loss(kind, net):
         context = CONTEXT.get((kind, name), {})
         model, base = _loss(kind, net, shape, **context)
         value = getattr(model, name)
-        _, changed = _loss(kind, net, shape, **{**context, name: _other(name, value)})
+        _, changed = _loss(kind, net, shape, **{**context, name: _other(name, value, kind)})
         if (kind, name, net) in INERT:
             assert torch.equal(base["loss"], changed["loss"]), f"{kind}.{name} should not act on a {net} network"
             continue
@@ -342,6 +345,79 @@ def test_vae_iwae_loss_matches_torch_distributions(net, beta):
     assert iw.item() <= -(log_px + ratio).mean().item()
     terms["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_vamp_prior_density_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    mix = D.MixtureSameFamily(D.Categorical(logits=torch.zeros(6, dtype=torch.float64)),
+                              D.Independent(D.Normal(mu, torch.exp(0.5 * logvar)), 1))
+    torch.testing.assert_close(vae.log_normal_mixture(z, mu, logvar), mix.log_prob(z))
+
+
+@pytest.mark.parametrize("train_samples", [1, 3])
+def test_vamp_prior_loss_and_bound_use_the_mixture_of_pseudo_posteriors(train_samples):
+    """prior=vamp: log p(z) = log mean_p q(z|u_p) (Tomczak & Welling 2018), with u_p = sigmoid of
+    the learned pseudo-inputs, in the training loss (ELBO with a one-sample KL, or the IWAE bound)
+    and in nll_bounds; checked against torch.distributions from the same draws."""
+    shape, k = (1, 8, 8), train_samples
+    torch.manual_seed(0)
+    model = build_model("variational", shape, net="dense", binarize=False, prior="vamp", pseudo_inputs=7,
+                        train_samples=k, net_options={"latent_dim": 3, "hidden": [16]})
+    assert model.pseudo_logits.shape == (7,) + shape
+    x = (torch.rand((5,) + shape, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+
+    def log_w(z, mu, std):  # (K, B) from z (K, B, L)
+        mu_p, logvar_p = model.posterior(torch.sigmoid(model.pseudo_logits))
+        prior = D.MixtureSameFamily(D.Categorical(logits=torch.zeros(7)),
+                                    D.Independent(D.Normal(mu_p, torch.exp(0.5 * logvar_p)), 1))
+        log_px = torch.stack([D.Bernoulli(logits=model.decoder(zi), validate_args=False).log_prob(x).sum((1, 2, 3))
+                              for zi in z])
+        return log_px, prior.log_prob(z) - D.Independent(D.Normal(mu, std), 1).log_prob(z)
+
+    torch.manual_seed(7)
+    terms = model.loss(x, x)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * (torch.randn_like(mu)[None] if k == 1 else torch.randn((k,) + tuple(mu.shape)))
+        log_px, ratio = log_w(z, mu, std)
+    if k == 1:
+        assert terms["kl"].item() == pytest.approx(-ratio.mean().item(), rel=1e-5)
+        assert terms["neg_elbo"].item() == pytest.approx(-(log_px + ratio).mean().item(), rel=1e-5)
+    else:
+        iw = -(torch.logsumexp(log_px + ratio, 0) - math.log(k)).mean()
+        assert terms["neg_iw_bound"].item() == pytest.approx(iw.item(), rel=1e-5)
+    terms["loss"].backward()
+    assert model.pseudo_logits.grad is not None and model.pseudo_logits.grad.abs().sum() > 0, "the prior learns"
+    # nll_bounds: the same draws as its own generator makes
+    b = model.nll_bounds(x, samples=4, seed=3)
+    with torch.no_grad():
+        eps = torch.randn((4,) + tuple(mu.shape), generator=torch.Generator().manual_seed(3))
+        log_px, ratio = log_w(mu + std * eps, mu, std)
+    torch.testing.assert_close(b["iw"], -(torch.logsumexp(log_px + ratio, 0) - math.log(4)), rtol=1e-5, atol=1e-4)
+
+
+def test_vamp_prior_samples_from_the_pseudo_posteriors(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("variational", (1, 8, 8), net="dense", prior="vamp", pseudo_inputs=2,
+                        net_options={"latent_dim": 2, "hidden": [8]})
+    with torch.no_grad():  # narrow pseudo-posteriors at 0 (weights zeroed): every sampled z is near 0, not N(0, I)
+        last = [m for m in model.encoder if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, -20.0, -20.0]))
+    samples = model.sample(6, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (6, 1, 8, 8) and torch.isfinite(samples).all()
+    torch.testing.assert_close(samples, model.decode(torch.zeros(6, 2)), atol=1e-3, rtol=0)
+    runs.save_model(model, tmp_path)
+    loaded = runs.load_model(tmp_path)
+    assert loaded.prior == "vamp" and torch.equal(loaded.pseudo_logits, model.pseudo_logits)
+    with pytest.raises(ConfigError, match="expected prior standard or vamp, found 'gauss'"):
+        build_model("variational", (1, 8, 8), net="dense", prior="gauss")
+    with pytest.raises(ConfigError, match="expected pseudo_inputs an integer >= 1, found 0"):
+        build_model("variational", (1, 8, 8), net="dense", prior="vamp", pseudo_inputs=0)
 
 
 def test_vae_kl_warmup_ramps_beta_over_training_steps(tmp_path):

@@ -24,7 +24,8 @@ KINDS = {
                    "jacobian=auto|closed_form|autograd|projection, projections, reconstruction",
     "denoising": "corrupt the input (gaussian:0.2 by default), compare with the clean image; option reconstruction",
     "variational": "Gaussian posterior, reparameterised, the ELBO; options beta, likelihood_scale, kl_warmup, "
-                   "train_samples, binarize, reconstruction (the likelihood: bce|mse|l1)",
+                   "train_samples, binarize, reconstruction (the likelihood: bce|mse|l1), prior=standard|vamp, "
+                   "pseudo_inputs",
     "codec": "learned image codec (rate + lambda * distortion); options lmbda, straight_through, "
              "prior=channel|element, reconstruction",
 }

@@ -3,7 +3,7 @@
 
 Figures go to ``<run>/figures/vae_*.png``, where ``aelab report`` finds them:
 
-- ``vae_samples.png``: ``n`` images decoded from z ~ N(0, I) (the decoder's means);
+- ``vae_samples.png``: ``n`` images decoded from z ~ p(z), the model's prior (the decoder's means);
 - ``vae_manifold.png`` (2-D latent only): decoded z on a ``steps`` x ``steps`` grid of
   N(0, 1) quantiles, as in Kingma & Welling 2014, figure 4;
 - ``vae_traversals.png``: one row per latent unit (the most used ones first, by their mean
@@ -49,7 +49,9 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
     out = Path(out) if out is not None else runs.output_dir(run) / "figures"
     gen = torch.Generator().manual_seed(seed)
     written = [plots.image_grid(model.sample(n, generator=gen), out / "vae_samples.png", ncols=min(n, 10),
-                                suptitle=f"{n} samples from the prior N(0, I)", cell=0.9)]
+                                suptitle=f"{n} samples from the prior "
+                                + ("N(0, I)" if getattr(model, "prior", "standard") == "standard" else "(VampPrior)"),
+                                cell=0.9)]
     latent = model.latent_dim
     if latent == 2:
         q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))

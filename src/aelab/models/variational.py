@@ -34,6 +34,11 @@ Two training options, both off by default (they change the objective, not the mo
   latent units active. The step count is a buffer saved with the weights, so a resumed
   run continues the ramp; "neg_elbo" is always logged with the full KL.
 
+The prior: ``prior="standard"`` (default) is N(0, I); ``prior="vamp"`` is the VampPrior
+(Tomczak & Welling 2018, "VAE with a VampPrior"), the mixture of the encoder's own posteriors
+at ``pseudo_inputs`` = P learned images u_p: p(z) = 1/P sum_p q(z|u_p). Its KL has no closed
+form: the ELBO uses the one-sample estimate log q(z|x) - log p(z) at the reparameterised z.
+
 ``encode`` returns the posterior mean mu (the codes of docs/protocols.md); ``forward`` decodes it.
 """
 
@@ -103,6 +108,17 @@ def log_normal(z: torch.Tensor, mu, logvar) -> torch.Tensor:
     return (-0.5 * (_LOG_2PI + logvar + (z - mu) ** 2 / logvar.exp())).sum(-1)
 
 
+def log_normal_mixture(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/P) sum_p N(z; mu_p, diag exp(logvar_p)) for z (..., L) and components (P, L),
+    with the squares expanded into matrix products: (..., P) terms, never (..., P, L)."""
+    inv = torch.exp(-logvar)                                   # (P, L)
+    flat = z.reshape(-1, z.shape[-1])
+    quad = (flat * flat) @ inv.T - 2.0 * flat @ (mu * inv).T + (mu * mu * inv).sum(1)  # (N, P)
+    log_comp = -0.5 * (quad + logvar.sum(1) + z.shape[-1] * _LOG_2PI)
+    out = torch.logsumexp(log_comp, 1) - math.log(mu.shape[0])
+    return out.reshape(z.shape[:-1])
+
+
 def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A fixed Bernoulli draw of ``x`` (pixel intensities as probabilities), for evaluation in nats."""
     return torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(seed))
@@ -119,7 +135,9 @@ class VariationalAutoencoder(Autoencoder):
                  likelihood_scale: float = 0.1,    # Gaussian std / Laplace scale of p(x|z) (mse / l1 only)
                  binarize: bool | None = None,     # dynamic binarisation; None = on for bce only
                  train_samples: int = 1,           # K of the training objective; > 1: the IWAE bound
-                 kl_warmup: int = 0):              # training steps over which beta rises from 0 (0: none)
+                 kl_warmup: int = 0,               # training steps over which beta rises from 0 (0: none)
+                 prior: str = "standard",          # "standard" N(0, I) or "vamp" (Tomczak & Welling 2018)
+                 pseudo_inputs: int = 500):        # the VampPrior's learned images P
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         opts = {**self.net_defaults, **self.net_options}
         latent = opts.get("latent_dim")
@@ -141,6 +159,11 @@ class VariationalAutoencoder(Autoencoder):
         if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, int) or kl_warmup < 0:
             raise ConfigError(f"expected kl_warmup an integer number of steps >= 0, found {kl_warmup!r}; "
                               "e.g. --option kl_warmup=10000 (0 = none)")
+        if prior not in ("standard", "vamp"):
+            raise ConfigError(f"expected prior standard or vamp, found {prior!r}; e.g. --option prior=vamp")
+        if isinstance(pseudo_inputs, bool) or not isinstance(pseudo_inputs, int) or pseudo_inputs < 1:
+            raise ConfigError(f"expected pseudo_inputs an integer >= 1, found {pseudo_inputs!r}; "
+                              "e.g. --option pseudo_inputs=500")
         # the same network with twice the code: the encoder's output is (mu, logvar)
         self.encoder = build_net(net, self.input_shape, **{**opts, "latent_dim": 2 * latent}).encoder
         # the decoder outputs logits when its final Sigmoid can be split off: exact Bernoulli nats
@@ -152,6 +175,12 @@ class VariationalAutoencoder(Autoencoder):
         self.binarize = binarize
         self.train_samples = int(train_samples)
         self.kl_warmup = int(kl_warmup)
+        self.prior = prior
+        self.pseudo_inputs = int(pseudo_inputs)
+        if prior == "vamp":  # the pseudo-inputs as logits: u = sigmoid(v) stays an image in [0, 1]
+            gen = torch.Generator().manual_seed(0)
+            self.pseudo_logits = nn.Parameter(-1.0 + 0.5 * torch.randn((self.pseudo_inputs,) + self.input_shape,
+                                                                       generator=gen))
         if self.kl_warmup:  # training steps taken, saved with the weights so a resumed run continues the ramp
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
 
@@ -191,15 +220,23 @@ class VariationalAutoencoder(Autoencoder):
             return bernoulli_log_likelihood_logits(x, self.decoder(z))
         return self.log_likelihood(x, self.decode(z))
 
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) over the last axis of z (..., L): N(0, I), or the VampPrior's mixture."""
+        if self.prior == "standard":
+            return log_normal(z, 0.0, torch.zeros_like(z))
+        mu_p, logvar_p = self.posterior(torch.sigmoid(self.pseudo_logits))
+        return log_normal_mixture(z, mu_p, logvar_p)
+
     def loss(self, x_in, x_target):
         if self.binarizes:  # one uniform draw per pixel, shared by input and target
             u = torch.rand_like(x_target)
             x_in, x_target = (u < x_in).to(x_in.dtype), (u < x_target).to(x_target.dtype)
         mu, logvar = self.posterior(x_in)
         beta = self.current_beta()
-        kl = kl_standard_normal(mu, logvar).mean()
         if self.train_samples == 1:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
+            kl = (kl_standard_normal(mu, logvar) if self.prior == "standard"
+                  else log_normal(z, mu, logvar) - self.log_prior(z)).mean()  # VampPrior: one-sample estimate
             rec = -self.log_likelihood_z(x_target, z).mean()
             return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + beta * kl}
         # IWAE (Burda et al. 2016, eq. 8): -log (1/K) sum_k w_k, log w_k = log p(x|z_k) + beta log p(z_k)/q(z_k|x)
@@ -207,7 +244,8 @@ class VariationalAutoencoder(Autoencoder):
         z = mu + torch.exp(0.5 * logvar) * torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device)
         x_rep = x_target.expand((k,) + tuple(x_target.shape)).reshape(-1, *x_target.shape[1:])
         log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(k, -1)  # (K, B)
-        log_ratio = log_normal(z, 0.0, torch.zeros_like(z)) - log_normal(z, mu, logvar)
+        log_ratio = self.log_prior(z) - log_normal(z, mu, logvar)
+        kl = -log_ratio.mean()  # the one-sample KL estimate, averaged over the K samples
         log_k = math.log(k)
         iw = -(torch.logsumexp(log_px + log_ratio, 0) - log_k).mean()
         loss = iw if beta == 1.0 else -(torch.logsumexp(log_px + beta * log_ratio, 0) - log_k).mean()
@@ -228,12 +266,16 @@ class VariationalAutoencoder(Autoencoder):
     # -- generation and likelihood ----------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images decoded from z ~ N(0, I) (the decoder's means), (n, C, H, W)."""
+        """``n`` images decoded from z ~ p(z) (the decoder's means), (n, C, H, W): N(0, I), or
+        for the VampPrior a pseudo-input p drawn uniformly, then z ~ q(z|u_p)."""
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator).to(device)
+        if self.prior == "vamp":
+            mu_p, logvar_p = self.posterior(torch.sigmoid(self.pseudo_logits))
+            pick = torch.randint(self.pseudo_inputs, (n,), generator=generator).to(device)
+            z = mu_p[pick] + torch.exp(0.5 * logvar_p[pick]) * z
         return self.decode(z)
 
-    @torch.no_grad()
     @torch.no_grad()  # an evaluation: without it every chunk's graph is kept (24 GB at K = 1000 on 10,000 images)
     def nll_bounds(self, x: torch.Tensor, samples: int = 1000, seed: int = 0,
                    budget: int = 4_000_000) -> dict[str, torch.Tensor]:
@@ -267,7 +309,7 @@ class VariationalAutoencoder(Autoencoder):
                 z = mu + torch.exp(0.5 * logvar) * eps
                 x_rep = xb.expand((kk,) + tuple(xb.shape)).reshape(-1, *xb.shape[1:])  # (k * B, C, H, W)
                 log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(kk, -1)  # (k, B)
-                log_w.append(log_px + log_normal(z, 0.0, torch.zeros_like(z)) - log_normal(z, mu, logvar))
+                log_w.append(log_px + self.log_prior(z) - log_normal(z, mu, logvar))
             log_w = torch.cat(log_w)  # (K, B)
             iw.append(-(torch.logsumexp(log_w, 0) - math.log(samples)).cpu())
             elbo.append(-log_w.mean(0).cpu())
