@@ -27,6 +27,24 @@ def test_train_denoise_report_through_main(fake_fashion, tmp_path, capsys):
     assert (tmp_path / "show" / "samples.png").exists() and (tmp_path / "show" / "noisy_samples.png").exists()
 
 
+def test_train_amp_flag_is_saved_and_trains_a_unet(fake_fashion, tmp_path):
+    """--amp bf16 runs the training under bf16 autocast, also on the CPU; the run records it and
+    the saved weights stay float32."""
+    import torch
+
+    from aelab import runs
+
+    run = tmp_path / "amp"
+    assert main(["train", "--data", str(fake_fashion), "--epochs", "1", "--batch-size", "16", "--net", "unet",
+                 "--net-option", "widths=[4,8]", "--amp", "bf16", "--out", str(run), "--no-progress"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["amp"] == "bf16"
+    model = runs.load_model(run)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    hist = json.loads((run / "history.json").read_text())
+    assert all(np.isfinite(v) for values in hist["train"].values() for v in values)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--epochs", "0"], "expected epochs >= 1, found 0"),
     (["train", "--kind", "nope"], "unknown kind 'nope'; expected one of"),
