@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelab.embed import baseline_codes, embed, reduce, spread_indices
+from aelab.embed import baseline_codes, embed, joint_codes, reduce, spread_indices
 from aelab import plots
 from aelab.cli import main
 from aelab.errors import AelabWarning, ConfigError, DataError
@@ -244,6 +244,51 @@ def test_embed_codes_are_the_models(fake_fashion, tmp_path):
     ref = PCA(2, random_state=0).fit_transform(codes)
     points = np.load(run / "embedding_pca.npz")["points"]
     assert np.allclose(np.abs(points), np.abs(ref), atol=1e-3)
+
+
+def test_joint_codes_add_the_scaled_squared_distances():
+    """|a - b|^2 in the joint space = |code distance|^2 / total code variance + W^2 |pixel
+    distance|^2 / total pixel variance, checked with scipy's pairwise distances."""
+    from scipy.spatial.distance import cdist
+
+    g = np.random.default_rng(0)
+    codes, pix = g.normal(size=(40, 6)) * 3.0, g.normal(size=(40, 9)) * 0.2
+    joint = joint_codes(codes, pix, 1.5)
+    expect = (cdist(codes, codes, "sqeuclidean") / codes.var(0).sum()
+              + 1.5 ** 2 * cdist(pix, pix, "sqeuclidean") / pix.var(0).sum())
+    assert np.allclose(cdist(joint, joint, "sqeuclidean"), expect, rtol=1e-4, atol=1e-5)
+    zero = joint_codes(codes, pix, 0.0)  # W = 0: the codes' own neighbourhoods
+    assert np.allclose(cdist(zero, zero), cdist(codes, codes) / np.sqrt(codes.var(0).sum()), atol=1e-5)
+    with pytest.raises(ConfigError, match="expected a pixel weight >= 0, found -1"):
+        joint_codes(codes, pix, -1)
+    with pytest.raises(DataError, match="one row of pixel components per code, found 3 for 40"):
+        joint_codes(codes, pix[:3], 1.0)
+
+
+def test_embed_with_pixels_maps_the_joint_codes(fake_fashion, tmp_path, capsys):
+    """--with-pixels W: the map (method pca, so exact) is the PCA of the codes joined with W x
+    PCA-50 of the pixels fitted on the training images; a key of its own."""
+    from sklearn.decomposition import PCA
+
+    from aelab.data import load_dataset
+    from aelab.runs import load_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(fake_fashion), "--epochs", "1", "--net", "dense",
+                 "--net-option", "latent_dim=8", "--out", str(run), "--no-progress"]) == 0
+    assert main(["embed", "--run", str(run), "--method", "pca", "--with-pixels", "2", "--no-progress"]) == 0
+    assert "joined with 2 x PCA-" in capsys.readouterr().out
+    entry = json.loads((run / "metrics.json").read_text())["embedding"]["pca_pixels2"]
+    assert entry["with_pixels"] == 2 and entry["code_dim"] == 8
+    train, test = load_dataset(str(fake_fashion), "train").x, load_dataset(str(fake_fashion), "test").x
+    n = min(50, *train.flatten(1).shape)
+    pix = PCA(n, random_state=0).fit(train.flatten(1).numpy()).transform(test.flatten(1).numpy())
+    joint = joint_codes(load_model(run).codes(test).numpy(), pix, 2.0)
+    ref = PCA(2, random_state=0).fit_transform(joint)
+    points = np.load(run / "embedding_pca_pixels2.npz")["points"]
+    assert np.allclose(np.abs(points), np.abs(ref), atol=1e-3)
+    assert main(["embed", "--run", str(run), "--with-pixels", "-1", "--no-progress"]) == 2
+    assert "expected --with-pixels W >= 0, found -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

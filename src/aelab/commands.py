@@ -256,6 +256,9 @@ def _embed_args(p):
     p.add_argument("--min-dist", type=float, default=EMBED.min_dist,
                    help=f"UMAP minimum distance (default {EMBED.min_dist:g})")
     p.add_argument("--seed", type=int, default=EMBED.seed, help="random state of the map")
+    p.add_argument("--with-pixels", type=float, default=0.0, metavar="W",
+                   help="map the codes joined with W x the pixels' first 50 principal components (each part "
+                        "scaled to unit variance), so the map keeps pixel neighbourhoods too (default 0: off)")
     p.add_argument("--threads", type=int, default=EMBED.threads, help=f"CPU threads (default {EMBED.threads})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -268,6 +271,7 @@ def _embed(args, command_line):
     e = embed(run=args.run, method=args.method, on=args.on, baseline=args.baseline, data=args.data,
               limit=args.limit, out=args.out, perplexity=args.perplexity, exaggeration=args.exaggeration,
               n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, threads=args.threads,
+              with_pixels=args.with_pixels,
               progress=args.progress, command=command_line)
     out = args.out if args.out is not None else args.run
     if out is not None and runs.has_config(out):

@@ -228,6 +228,30 @@ def baseline_codes(name: str, x: torch.Tensor, train_images: Callable[[], torch.
     return np.asarray(codes, dtype=np.float32), description
 
 
+JOINT_COMPONENTS = 50  # principal components of the pixels that ``with_pixels`` joins to the codes
+
+
+def joint_codes(codes, pixel_components, weight: float) -> np.ndarray:
+    """The codes joined with ``weight`` times the pixels' principal components, each part
+    scaled to a total variance of 1 first, so that ``weight`` alone sets their balance:
+    distances in the joint space add the squared code distance and ``weight^2`` times the
+    squared pixel distance (both relative to their spread). The map then keeps
+    neighbourhoods that the codes and the pixels both hold: the codes separate the classes,
+    the pixels are what trustworthiness measures against (docs/maps.md)."""
+    codes = np.asarray(codes, dtype=np.float64).reshape(len(codes), -1)
+    pix = np.asarray(pixel_components, dtype=np.float64).reshape(len(pixel_components), -1)
+    if len(pix) != len(codes):
+        raise DataError(f"expected one row of pixel components per code, found {len(pix)} for {len(codes)}")
+    if not weight >= 0:
+        raise ConfigError(f"expected a pixel weight >= 0, found {weight}; e.g. --with-pixels 1")
+
+    def unit(a):
+        total = float(a.var(0).sum())
+        return a / np.sqrt(total) if total > 0 else a
+
+    return np.hstack([unit(codes), weight * unit(pix)]).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- scores and figures
 
 def map_scores(x_high, points, labels, codes=None) -> dict:
@@ -282,14 +306,17 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
           limit: int | None = None, out=None, perplexity: float = MapConfig.perplexity,
           exaggeration: float | None = MapConfig.exaggeration, n_neighbors: int = MapConfig.n_neighbors,
           min_dist: float = MapConfig.min_dist, seed: int = MapConfig.seed, threads: int = MapConfig.threads,
-          progress: bool = True, command: str | None = None) -> dict:
+          progress: bool = True, command: str | None = None, with_pixels: float = 0.0) -> dict:
     """Map the codes of the ``on`` images to 2-D and score the map; returns the entry it
     adds to ``metrics.json["embedding"]``.
 
     Codes come from the model of ``run`` or, with ``baseline`` (``pca32``, ``pixels``), from
     the pixels, in which case ``run`` is only where the files go (``out`` when there is no
     run). ``data`` defaults to what the run was trained on. ``limit`` keeps the first N
-    images. ``aelab embed`` then rewrites the run's ``report.html`` when the run has a config.
+    images. ``with_pixels`` = W > 0 maps the codes joined with W times the first 50 principal
+    components of the pixels (fitted on the training images; :func:`joint_codes`), under the
+    key ``<method>_pixels<W>``. ``aelab embed`` then rewrites the run's ``report.html`` when
+    the run has a config.
     """
     config = MapConfig(method=method, perplexity=perplexity, exaggeration=exaggeration, n_neighbors=n_neighbors,
                        min_dist=min_dist, seed=seed, threads=threads, progress=progress).check(REDUCERS)
@@ -297,6 +324,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
         raise ConfigError(f"expected --on test or train, found {on!r}")
     if run is None and baseline is None:
         raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
+    if not with_pixels >= 0:
+        raise ConfigError(f"expected --with-pixels W >= 0, found {with_pixels}; e.g. --with-pixels 1")
     out = runs.output_dir(run, out) if run is not None else Path(out if out is not None else f"runs/embed-{baseline}")
     has_config = run is not None and (baseline is None or runs.has_config(run))
     run_config = runs.read_config(run) if has_config else {}
@@ -304,24 +333,31 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
         data = run_config.get("train", {}).get("data")
     ds: Dataset = load_dataset(data, on, limit=limit)
     t0 = time.perf_counter()
+    train_cache: dict = {}
+
+    def train_images():
+        if "x" not in train_cache:
+            train_cache["x"] = ds.x if on == "train" else load_dataset(data, "train", limit=limit).x
+        return train_cache["x"]
+
     if baseline is None:
         model = runs.load_model(run)
         codes = model_codes(model, ds.x)
         source = f"{model.kind} autoencoder ({model.net} network), {codes.shape[1]}-d codes"
         key = method
     else:
-        train_cache: dict = {}
-
-        def train_images():
-            if "x" not in train_cache:
-                train_cache["x"] = ds.x if on == "train" else load_dataset(data, "train", limit=limit).x
-            return train_cache["x"]
-
         codes, source = baseline_codes(baseline, ds.x, train_images, seed)
         key = f"{baseline.strip().lower()}_{method}"
+    mapped = codes
+    if with_pixels > 0:
+        components = min(JOINT_COMPONENTS, *ds.x.flatten(1).shape)
+        pixels, _ = baseline_codes(f"pca{components}", ds.x, train_images, seed)
+        mapped = joint_codes(codes, pixels, with_pixels)
+        source += f" joined with {with_pixels:g} x PCA-{components} of the pixels"
+        key += f"_pixels{with_pixels:g}"
     code_seconds = time.perf_counter() - t0
 
-    points, info = reduce(codes, config)
+    points, info = reduce(mapped, config)
     t1 = time.perf_counter()
     labels = ds.y.numpy()
     scores = map_scores(ds.x.numpy(), points, labels, codes)
@@ -340,7 +376,7 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
                     indices=np.arange(len(points), dtype=np.int64), class_names=np.asarray(names, dtype=str))
 
     entry = {"source": source, "method": method, "baseline": baseline, "split": on, "points": len(points),
-             "code_dim": int(codes.shape[1]), **scores, **info,
+             "code_dim": int(codes.shape[1]), "with_pixels": with_pixels, **scores, **info,
              "seconds_codes": round(code_seconds, 2), "seconds_map": info["seconds"],
              "seconds_scores": round(score_seconds, 2), "threads": threads, "seed": seed,
              "files": [str(p.relative_to(out)) for p in (map_png, thumb_png, npz)]}
@@ -355,4 +391,4 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
 
 
 __all__ = ["MapConfig", "REDUCERS", "CODE_SOURCES", "register_reducer", "register_code_source", "reduce",
-           "model_codes", "baseline_codes", "map_scores", "spread_indices", "embed"]
+           "model_codes", "baseline_codes", "joint_codes", "map_scores", "spread_indices", "embed"]
