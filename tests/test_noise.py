@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from aelab.errors import ConfigError
-from aelab.noise import Gaussian, Masking, SaltPepper, add_evaluation_noise, evaluation_noise, parse_noise
+from aelab.noise import Gaussian, Masking, SaltPepper, Shift, add_evaluation_noise, evaluation_noise, parse_noise
 
 
 def test_gaussian_statistics_and_clip():
@@ -60,3 +60,26 @@ def test_evaluation_noise_is_the_protocol_draw():
     assert torch.equal(evaluation_noise((10, 1, 28, 28)), ref)
     x = torch.rand(10, 1, 28, 28)
     assert torch.equal(add_evaluation_noise(x, 0.2), (x + 0.2 * ref).clamp(0, 1))
+
+
+def test_shift_translates_each_image_by_its_own_offset():
+    """shift:K moves each image by whole pixels (dy, dx) in [-K, K]: on images whose content
+    sits inside a zero border of K pixels it is exactly torch.roll by the drawn offsets."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(200, 2, 10, 9)
+    x[:, :, 3:7, 3:6] = torch.rand(200, 2, 4, 3, generator=g)  # a border of 3 zero pixels
+    noise = Shift(3)
+    out = noise(x, torch.Generator().manual_seed(5))
+    d = noise.offsets(200, torch.Generator().manual_seed(5))
+    assert d.min() == -3 and d.max() == 3, "every offset in [-3, 3] is drawn"
+    for i in range(200):
+        assert torch.equal(out[i], torch.roll(x[i], shifts=(int(d[i, 0]), int(d[i, 1])), dims=(1, 2))), i
+    # content pushed past the edge is lost and the uncovered border is 0, not wrapped around
+    edge = torch.ones(1, 1, 4, 4)
+    moved = Shift(1)(edge, torch.Generator().manual_seed(1))
+    dy, dx = (int(v) for v in Shift(1).offsets(1, torch.Generator().manual_seed(1))[0])
+    assert moved.sum() == (4 - abs(dy)) * (4 - abs(dx))
+    assert torch.equal(Shift(0)(x), x)
+    assert parse_noise("shift:2") == Shift(2) and parse_noise("shift:2").spec() == "shift:2"
+    with pytest.raises(ConfigError, match="expected a shift of 0 to 64 whole pixels, found 1.5"):
+        parse_noise("shift:1.5")

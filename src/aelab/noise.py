@@ -3,7 +3,10 @@
 - ``gaussian:F``: ``clip(x + F * N(0, 1), 0, 1)`` (the tutorial's protocol, F = 0.2 by default);
   ``gaussian:LO-HI`` draws F per image uniformly in [LO, HI] (blind denoising);
 - ``saltpepper:P``: a fraction P of the pixels set to 0 or 1 with equal chance;
-- ``masking:P``: a fraction P of the pixels set to 0.
+- ``masking:P``: a fraction P of the pixels set to 0;
+- ``shift:K``: each image translated by whole pixels (dy, dx), each uniform in [-K, K], the
+  uncovered border set to 0 (a corruption of position: against the unshifted target, an
+  encoder learns codes that small translations do not move).
 
 Every draw comes from an explicit ``torch.Generator`` so runs are reproducible; training
 draws fresh noise per batch, evaluation uses :func:`evaluation_noise` (docs/protocols.md).
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 import torch
+import torch.nn.functional as F
 
 from .errors import ConfigError
 
@@ -108,12 +112,47 @@ class Masking(Noise):
         return f"masking:{self.fraction:g}"
 
 
-NOISES = {"none": Noise, "gaussian": Gaussian, "saltpepper": SaltPepper, "masking": Masking}
+@dataclass
+class Shift(Noise):
+    """Each image translated by (dy, dx) whole pixels, each drawn uniformly in [-pixels, pixels],
+    the uncovered border filled with 0 (Fashion-MNIST's black background)."""
+
+    pixels: int = 2
+    name = "shift"
+
+    def __post_init__(self):
+        if not (isinstance(self.pixels, Real) and float(self.pixels).is_integer() and 0 <= self.pixels <= 64):
+            raise ConfigError(f"expected a shift of 0 to 64 whole pixels, found {self.pixels}; e.g. shift:2")
+        self.pixels = int(self.pixels)
+
+    def offsets(self, n: int, generator=None, device=None) -> torch.Tensor:
+        """(n, 2) integer (dy, dx), each uniform in [-pixels, pixels]."""
+        k = self.pixels
+        return (_rand((n, 2), generator, device or torch.device("cpu"), "rand") * (2 * k + 1)).floor().long() - k
+
+    def __call__(self, x, generator=None):
+        k = self.pixels
+        if k == 0:
+            return x.clone()
+        n, c, h, w = x.shape
+        d = self.offsets(n, generator, x.device)
+        padded = F.pad(x, (k, k, k, k))
+        rows = torch.arange(h, device=x.device) + k - d[:, :1]  # (n, h): out[y] = x[y - dy]
+        cols = torch.arange(w, device=x.device) + k - d[:, 1:]  # (n, w)
+        idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+        idx_c = torch.arange(c, device=x.device)[None, :, None, None]
+        return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def spec(self):
+        return f"shift:{self.pixels}"
+
+
+NOISES = {"none": Noise, "gaussian": Gaussian, "saltpepper": SaltPepper, "masking": Masking, "shift": Shift}
 _ALIASES = {"salt-and-pepper": "saltpepper", "s&p": "saltpepper", "sp": "saltpepper", "mask": "masking"}
 
 
 def parse_noise(text: str | Noise | None) -> Noise:
-    """``"gaussian:0.2"``, ``"gaussian:0-0.5"``, ``"saltpepper:0.1"``, ``"masking:0.25"``, ``"none"``."""
+    """``"gaussian:0.2"``, ``"gaussian:0-0.5"``, ``"saltpepper:0.1"``, ``"masking:0.25"``, ``"shift:2"``, ``"none"``."""
     if isinstance(text, Noise):
         return text
     if text is None or str(text).strip().lower() in ("", "none"):
