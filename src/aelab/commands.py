@@ -141,8 +141,9 @@ def _train_args(p):
     _common_train(p, "runs/train")
     p.add_argument("--kind", default="denoising", help="the objective (default denoising; the kinds are listed below)")
     p.add_argument("--net", default="conv", help="the network (default conv; listed below)")
-    p.add_argument("--noise", default=None, help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25 "
-                                                 "(default: the kind's own, gaussian:0.2 for denoising)")
+    p.add_argument("--noise", default=None,
+                   help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25, shift:2 "
+                        "(default: the kind's own, gaussian:0.2 for denoising)")
     p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
                    metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
