@@ -39,6 +39,20 @@ ENTRIES = [
 ]
 
 
+UNET = ["train", "--kind", "denoising", "--net", "unet", "--net-option", "widths=[32,64,128]", "--batch-size", "128",
+        "--schedule", "onecycle", "--amp", "bf16", "--seed", "0", *COMMON]
+UNET_BLIND = [*UNET, "--noise", "gaussian:0-0.5", "--epochs", "8", "--lr", "3e-3", "--out", "{dir}/unet-blind2"]
+UNET_FT = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2", "--epochs", "3", "--lr", "1e-3",
+           "--out", "{dir}/unet-blind2-ft0.2"]
+CODES = ["train", "--kind", "undercomplete", "--net", "dense", "--net-option", "latent_dim=32", "--net-option",
+         "hidden=[1024,512]", "--loss", "LOSS", "--epochs", "25", "--batch-size", "128", "--lr", "3e-3",
+         "--schedule", "onecycle", "--seed", "0", *COMMON, "--out", "{dir}/ae-codes-32"]
+VAE_VAMP = ["train", "--kind", "variational", "--net", "dense", "--net-option", "latent_dim=40", "--net-option",
+            "hidden=[512,256]", "--option", "prior=vamp", "--option", "pseudo_inputs=500", "--option",
+            "kl_warmup=3000", "--epochs", "60", "--batch-size", "128", "--lr", "3e-3", "--schedule", "onecycle",
+            "--seed", "0", *COMMON, "--out", "{dir}/vae-vamp"]
+
+
 def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
     return [*CODEC, "--lambda", str(lmbda), "--epochs", str(epochs), "--lr", lr,
             *(["--init", f"{{dir}}/{init}"] if init else []), *(["--option", "prior=element"] if element else []),
@@ -72,12 +86,20 @@ ENTRIES += [
     codec("codec-50b", "codec-el-0.002", ["codec-0.04", "codec-0.025", "codec-0.002", "codec-el-0.002"],
           "learned codec, about 50 bytes per image (lambda 0.002, a density per latent element)", None,
           float16=True),
-    {"name": "denoiser-unet", "run": "unet-blind", "profile": "denoiser",
-     "purpose": "the strongest blind denoiser: a small U-Net trained on noise factors drawn from [0, 0.5]",
-     "steps": [["train", "--kind", "denoising", "--net", "unet", "--noise", "gaussian:0-0.5", "--net-option",
-                "widths=[16,32,64]", "--epochs", "6", "--batch-size", "128", "--lr", "3e-3", "--schedule",
-                "onecycle", "--seed", "0", *COMMON, "--out", "{dir}/unet-blind"]],
-     "result": "{dir}/unet-blind", "cpu_minutes": None, "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]},
+    {"name": "denoiser-unet", "run": "unet-blind2", "profile": "denoiser",
+     "purpose": "the strongest blind denoiser: a U-Net (widths 32-64-128) trained on noise factors drawn from [0, 0.5]",
+     "steps": [UNET_BLIND], "result": "{dir}/unet-blind2", "cpu_minutes": None,
+     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
+    {"name": "denoiser-unet-0.2", "run": "unet-blind2-ft0.2", "profile": "denoiser",
+     "purpose": "the strongest denoiser at noise 0.2: the blind U-Net fine-tuned 3 epochs at that level only",
+     "steps": [UNET_BLIND, UNET_FT], "result": "{dir}/unet-blind2-ft0.2", "cpu_minutes": None,
+     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
+    {"name": "ae-codes-32", "run": "ae-codes-32", "profile": "codes",
+     "purpose": "32-d codes for neighbours and maps: dense 784-1024-512-32 undercomplete autoencoder",
+     "steps": [CODES], "result": "{dir}/ae-codes-32", "cpu_minutes": None, "settings": {}, "float16": True},
+    {"name": "vae-vamp", "run": "vae-vamp", "profile": "codes",
+     "purpose": "the likelihood model: dense 512-256 VAE, 40-d latent, VampPrior (500 pseudo-inputs)",
+     "steps": [VAE_VAMP], "result": "{dir}/vae-vamp", "cpu_minutes": None, "settings": {"iw_samples": 1000},
      "float16": False},
 ]
 
@@ -99,10 +121,8 @@ def main(argv):
     for e in ENTRIES:
         if chosen and e["name"] not in chosen:
             continue
-        if e["profile"] == "codec":  # the whole chain's CPU time
+        if e["profile"] == "codec" or e["cpu_minutes"] is None:  # the whole chain's CPU time
             e["cpu_minutes"] = sum(minutes[Path(s[-1]).name] for s in e["steps"])
-        elif e["cpu_minutes"] is None:
-            e["cpu_minutes"] = minutes[Path(e["steps"][-1][-1]).name]
         folder = zoo.pack(root / e["run"], e["name"], e["profile"], e["purpose"], e["steps"], e["result"],
                           e["cpu_minutes"], settings=e["settings"], float16=e["float16"])
         print(f"packed {folder}: {zoo.card(e['name'])['headline']}")
