@@ -26,6 +26,7 @@ from aelab.data import load_dataset
 from aelab.models.variational import binarize
 from aelab.settings import TrainConfig
 from aelab.train import train_run
+from aelab.zoo import steady_malloc
 
 
 def measure(model, x_test, samples: int) -> dict:
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-save", dest="save", action="store_false", help="print the row, do not write metrics.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    steady_malloc()  # measured: 18 GB max RSS for the K = 1000 bound of a VampPrior VAE without it
 
     run = args.run
     model = runs.load_model(run)
