@@ -44,13 +44,6 @@ UNET = ["train", "--kind", "denoising", "--net", "unet", "--net-option", "widths
 UNET_BLIND = [*UNET, "--noise", "gaussian:0-0.5", "--epochs", "8", "--lr", "3e-3", "--out", "{dir}/unet-blind2"]
 UNET_FT = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2", "--epochs", "3", "--lr", "1e-3",
            "--out", "{dir}/unet-blind2-ft0.2"]
-CODES = ["train", "--kind", "undercomplete", "--net", "dense", "--net-option", "latent_dim=32", "--net-option",
-         "hidden=[1024,512]", "--loss", "mse", "--epochs", "25", "--batch-size", "128", "--lr", "3e-3",
-         "--schedule", "onecycle", "--seed", "0", *COMMON, "--out", "{dir}/ae-codes-32"]
-VAE_VAMP = ["train", "--kind", "variational", "--net", "dense", "--net-option", "latent_dim=40", "--net-option",
-            "hidden=[512,256]", "--option", "prior=vamp", "--option", "pseudo_inputs=500", "--option",
-            "kl_warmup=3000", "--epochs", "60", "--batch-size", "128", "--lr", "3e-3", "--schedule", "onecycle",
-            "--seed", "0", *COMMON, "--out", "{dir}/vae-vamp"]
 
 
 def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
@@ -94,13 +87,6 @@ ENTRIES += [
      "purpose": "the strongest denoiser at noise 0.2: the blind U-Net fine-tuned 3 epochs at that level only",
      "steps": [UNET_BLIND, UNET_FT], "result": "{dir}/unet-blind2-ft0.2", "cpu_minutes": None,
      "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
-    {"name": "ae-codes-32", "run": "ae-codes-32", "profile": "codes",
-     "purpose": "32-d codes for neighbours and maps: dense 784-1024-512-32 undercomplete autoencoder",
-     "steps": [CODES], "result": "{dir}/ae-codes-32", "cpu_minutes": None, "settings": {}, "float16": True},
-    {"name": "vae-vamp", "run": "vae-vamp", "profile": "codes",
-     "purpose": "the likelihood model: dense 512-256 VAE, 40-d latent, VampPrior (500 pseudo-inputs)",
-     "steps": [VAE_VAMP], "result": "{dir}/vae-vamp", "cpu_minutes": None, "settings": {"iw_samples": 1000},
-     "float16": True},  # 5.96 MB in float32
 ]
 
 
