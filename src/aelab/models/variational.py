@@ -220,12 +220,19 @@ class VariationalAutoencoder(Autoencoder):
             return bernoulli_log_likelihood_logits(x, self.decoder(z))
         return self.log_likelihood(x, self.decode(z))
 
-    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) over the last axis of z (..., L): N(0, I), or the VampPrior's mixture."""
+    def prior_components(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The VampPrior's (mu_p, logvar_p), each (P, L): q(z|u_p) at the pseudo-inputs
+        u_p = sigmoid(v_p); None for the standard prior."""
+        if self.prior == "standard":
+            return None
+        return self.posterior(torch.sigmoid(self.pseudo_logits))
+
+    def log_prior(self, z: torch.Tensor, components=None) -> torch.Tensor:
+        """log p(z) over the last axis of z (..., L): N(0, I), or the VampPrior's mixture
+        (``components``: :meth:`prior_components` computed once by a caller that loops)."""
         if self.prior == "standard":
             return log_normal(z, 0.0, torch.zeros_like(z))
-        mu_p, logvar_p = self.posterior(torch.sigmoid(self.pseudo_logits))
-        return log_normal_mixture(z, mu_p, logvar_p)
+        return log_normal_mixture(z, *(components if components is not None else self.prior_components()))
 
     def loss(self, x_in, x_target):
         if self.binarizes:  # one uniform draw per pixel, shared by input and target
@@ -271,7 +278,7 @@ class VariationalAutoencoder(Autoencoder):
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator).to(device)
         if self.prior == "vamp":
-            mu_p, logvar_p = self.posterior(torch.sigmoid(self.pseudo_logits))
+            mu_p, logvar_p = self.prior_components()
             pick = torch.randint(self.pseudo_inputs, (n,), generator=generator).to(device)
             z = mu_p[pick] + torch.exp(0.5 * logvar_p[pick]) * z
         return self.decode(z)
@@ -299,6 +306,7 @@ class VariationalAutoencoder(Autoencoder):
         k_chunk = max(1, min(samples, budget // pixels))
         n_chunk = max(1, budget // (k_chunk * pixels))
         iw, elbo = [], []
+        components = self.prior_components()  # once: the pseudo-inputs do not change here
         for i in range(0, len(x), n_chunk):
             xb = x[i:i + n_chunk].to(device)
             mu, logvar = self.posterior(xb)  # (B, L)
@@ -309,7 +317,7 @@ class VariationalAutoencoder(Autoencoder):
                 z = mu + torch.exp(0.5 * logvar) * eps
                 x_rep = xb.expand((kk,) + tuple(xb.shape)).reshape(-1, *xb.shape[1:])  # (k * B, C, H, W)
                 log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(kk, -1)  # (k, B)
-                log_w.append(log_px + self.log_prior(z) - log_normal(z, mu, logvar))
+                log_w.append(log_px + self.log_prior(z, components) - log_normal(z, mu, logvar))
             log_w = torch.cat(log_w)  # (K, B)
             iw.append(-(torch.logsumexp(log_w, 0) - math.log(samples)).cpu())
             elbo.append(-log_w.mean(0).cpu())
