@@ -32,6 +32,8 @@ def test_compare_writes_table_figure_and_runs(fake_fashion, tmp_path):
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(result))
     md = (out / "compare.md").read_text()
     assert all(f"| {n} |" in md for n in names) and "IW bound (nats)" in md and "–" in md
+    # a few fake images are no scale for the published Fashion-MNIST figures: none shown
+    assert result["settings"]["fashion_mnist_full"] is False and "published" not in md
     assert (out / "reconstructions.png").stat().st_size > 1000 and (out / "denoised.png").stat().st_size > 1000
 
 
@@ -83,6 +85,28 @@ def test_compare_on_real_data_shows_what_each_kind_buys(real_data, tmp_path):
     assert by["undercomplete"]["knn5"] > 0.84 and by["undercomplete"]["psnr"] > 19.0
     assert by["sparse-l1"]["near_zero"] > 0.8 and by["undercomplete"]["near_zero"] < 0.4
     assert by["contractive"]["jacobian"] < 0.5 * by["undercomplete"]["jacobian"]
+    md = (tmp_path / "compare.md").read_text()  # the full Fashion-MNIST: the anchors beside our figures
+    best = max(result["rows"], key=lambda r: r["knn5"])
+    assert result["settings"]["fashion_mnist_full"] is True
+    assert f"| {best['knn5']:.4f} ({best['name']}, 32-d) | 64-d VAE 0.883; 64-d AE 0.8756; PCA-64 0.8568" in md
+
+
+def test_anchor_rows_put_the_best_codes_and_the_likelihood_next_to_the_published_figures():
+    from aelab.anchors import anchor_rows, applies
+    from aelab.data import FASHION_CLASSES
+    from aelab.report.tables import compare_anchors_markdown
+
+    rows = [{"name": "a", "knn5": 0.87, "code_size": 32}, {"name": "b", "knn5": 0.8812, "code_size": 32},
+            {"name": "vae", "knn5": 0.86, "code_size": 40, "iw_nll": 229.123}]
+    got = anchor_rows(rows, iw_samples=1000)
+    assert got[0][1] == "0.8812 (b, 32-d)" and "64-d AE 0.8756" in got[0][2]
+    assert got[1][1] == "229.12 (vae, K = 1000)" and "one-layer VAE, Gaussian prior 228.7" in got[1][2]
+    assert "5,000 importance samples" in got[1][3]
+    assert applies(FASHION_CLASSES, 60_000, 10_000)
+    assert not applies(FASHION_CLASSES, 60_000, 500) and not applies(["cat", "dog"], 60_000, 10_000)
+    result = {"settings": {"fashion_mnist_full": True, "iw_samples": 1000}, "rows": rows}
+    assert "| 229.12 (vae, K = 1000) |" in compare_anchors_markdown(result)
+    assert compare_anchors_markdown({**result, "settings": {"fashion_mnist_full": False, "iw_samples": 1000}}) == ""
 
 
 def test_probe_and_code_metrics():

@@ -318,7 +318,7 @@ def _compare_args(p):
 def _compare(args, command_line):
     from .compare import compare  # heavy: torch
     from .report import write_report
-    from .report.tables import compare_markdown_table
+    from .report.tables import compare_anchors_markdown, compare_markdown_table
 
     result = compare(data=args.data, out=args.out, net=args.net, latent_dim=args.latent_dim, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, seed=args.seed,
@@ -330,6 +330,9 @@ def _compare(args, command_line):
     for run in result["runs"]:  # every row is a run directory with its own report.html
         write_report(run, command=command_line)
     print(compare_markdown_table(result["rows"]))
+    anchors = compare_anchors_markdown(result)
+    if anchors:
+        print("\n" + anchors)
     print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
 
 

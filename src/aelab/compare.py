@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import plots, runs
+from . import anchors, plots, runs
 from .data import load_dataset
 from .errors import ConfigError
 from .inference import apply_model
@@ -167,6 +167,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
                      "schedule": schedule,
                      "seed": seed, "limit": limit, "data": data, "train_images": len(train), "test_images": len(test),
                      "iw_samples": iw_samples, "jacobian_images": min(jacobian_images, len(test)),
+                     "fashion_mnist_full": anchors.applies(train.class_names, len(train), len(test)),
                      "vae_net": vae_net, "vae_net_options": vae_net_options, "vae_options": vae_options},
         "noisy_psnr_0.2": round(psnr(test.x, noisy), 3),
         "command": command,

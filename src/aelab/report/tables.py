@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from ..anchors import anchor_rows
 from ..curves import TARGETS, at_bytes
 
 _NUM = ' class="num"'
@@ -217,6 +218,23 @@ def compare_markdown(result: dict) -> str:
                          f"image; likelihood: {r['likelihood']}.")
     lines.append("- Hyper-parameters per row: " + "; ".join(
         f"{r['name']} {json.dumps(r['options'])} noise {r['noise']}" for r in result["rows"]) + ".")
+    anchors = compare_anchors_markdown(result)
+    if anchors:
+        lines += ["", "## Next to the published figures", "", anchors]
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def compare_anchors_markdown(result: dict) -> str:
+    """This comparison's kNN-5 and likelihood next to the published Fashion-MNIST figures
+    (:mod:`aelab.anchors`), or "" when the comparison is not on the full Fashion-MNIST."""
+    s = result["settings"]
+    if not s.get("fashion_mnist_full"):
+        return ""
+    rows = anchor_rows(result["rows"], s["iw_samples"])
+    if not rows:
+        return ""
+    return (markdown_table(["figure", "this comparison", "published", "their protocol"], rows) + "\n\n"
+            "The published figures were measured by their authors, not by aelab; docs/protocols.md says how "
+            "each protocol differs from ours.")
