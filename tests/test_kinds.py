@@ -33,6 +33,8 @@ CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
            ("variational", "pseudo_inputs"): {"prior": "vamp"}}
 # options that by definition do nothing on some network: checked to change nothing there
 INERT = {("codec", "prior", "dense")}  # a vector code: each element is its own channel already
+# options whose new weights start at zero, so that the loss is the same until they move
+STARTS_AT_ZERO = {("variational", "autoregressive"): "ar_weight"}
 
 
 def _loss(kind, net, shape, seed=1, **options):
@@ -94,6 +96,15 @@ def test_every_hyper_parameter_changes_the_loss(kind, net):
         model, base = _loss(kind, net, shape, **context)
         value = getattr(model, name)
         _, changed = _loss(kind, net, shape, **{**context, name: _other(name, value, kind)})
+        if (kind, name) in STARTS_AT_ZERO:  # the same loss at zero; a different one once the weights move
+            assert torch.equal(base["loss"], changed["loss"]), f"{kind}.{name} should start as the plain model"
+            torch.manual_seed(0)
+            other = build_model(kind, shape, net=net, **{**context, name: _other(name, value, kind)})
+            with torch.no_grad():
+                getattr(other, STARTS_AT_ZERO[kind, name]).normal_(0, 0.5)
+            torch.manual_seed(1)
+            changed = other.loss(torch.rand((6,) + shape, generator=torch.Generator().manual_seed(3)),
+                                 torch.rand((6,) + shape, generator=torch.Generator().manual_seed(3)))
         if (kind, name, net) in INERT:
             assert torch.equal(base["loss"], changed["loss"]), f"{kind}.{name} should not act on a {net} network"
             continue
@@ -398,6 +409,73 @@ def test_vamp_prior_loss_and_bound_use_the_mixture_of_pseudo_posteriors(train_sa
         eps = torch.randn((4,) + tuple(mu.shape), generator=torch.Generator().manual_seed(3))
         log_px, ratio = log_w(mu + std * eps, mu, std)
     torch.testing.assert_close(b["iw"], -(torch.logsumexp(log_px + ratio, 0) - math.log(4)), rtol=1e-5, atol=1e-4)
+
+
+def _autoregressive_vae(shape, **options):
+    torch.manual_seed(0)
+    model = build_model("variational", shape, net="dense", autoregressive=True, binarize=False,
+                        net_options={"latent_dim": 2, "hidden": [8]}, **options)
+    with torch.no_grad():
+        model.ar_weight.normal_(0, 1.5)  # a strong dependence on the pixels before
+    return model
+
+
+def test_vae_autoregressive_decoder_is_a_normalised_raster_order_chain():
+    """autoregressive=True: p(x|z) = prod_i Bernoulli(x_i; sigmoid(g_i(z) + sum_{j<i} A_ij x_j)),
+    checked against torch.distributions pixel by pixel; it sums to 1 over every binary image,
+    and pixel i's logit depends on pixels j < i only (its Jacobian is strictly lower triangular)."""
+    shape = (1, 2, 3)
+    model = _autoregressive_vae(shape)
+    images = torch.tensor([[(n >> i) & 1 for i in range(6)] for n in range(64)], dtype=torch.float32)
+    images = images.reshape(64, *shape)
+    z = torch.randn(3, 64, 2, generator=torch.Generator().manual_seed(1))  # (K, B, L): 3 draws per image
+    with torch.no_grad():
+        log_px = model.log_likelihood_z(images, z)
+        g = model.decoder(z.reshape(-1, 2)).reshape(3, 64, 6)
+    a, flat = model.ar_weight.detach(), images.flatten(1)
+    ref = sum(D.Bernoulli(logits=g[..., i] + flat[:, :i] @ a[i, :i]).log_prob(flat[:, i]) for i in range(6))
+    torch.testing.assert_close(log_px, ref)
+    same_z = z[:, :1].expand(3, 64, 2)  # one z for every image: the 64 probabilities sum to 1
+    with torch.no_grad():
+        total = model.log_likelihood_z(images, same_z).exp().sum(1)
+    torch.testing.assert_close(total, torch.ones(3))
+    jac = torch.autograd.functional.jacobian(lambda v: model.autoregressive_logits(v.reshape(1, *shape))[0],
+                                             torch.rand(6))
+    below = torch.ones(6, 6, dtype=torch.bool).tril(-1)
+    assert (jac[~below] == 0).all() and (jac[below] != 0).all()
+
+
+def test_vae_autoregressive_bound_decode_and_init_from_a_plain_run(tmp_path):
+    shape = (1, 4, 4)
+    model = _autoregressive_vae(shape)
+    x = (torch.rand((5,) + shape, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    # nll_bounds: the same draws as its own generator makes, the likelihood from the chain
+    b = model.nll_bounds(x, samples=4, seed=3)
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn((4,) + tuple(mu.shape), generator=torch.Generator().manual_seed(3))
+        log_w = (model.log_likelihood_z(x, z) + D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+                 - D.Independent(D.Normal(mu, std), 1).log_prob(z))
+    torch.testing.assert_close(b["iw"], -(torch.logsumexp(log_w, 0) - math.log(4)))
+    # decode: p_i = sigmoid(g_i + sum_{j<i} A_ij p_j), pixel by pixel
+    with torch.no_grad():
+        g = model.decoder(mu).flatten(1)
+        p = []
+        for i in range(16):
+            prev = torch.stack(p, 1) if p else torch.zeros(5, 0)
+            p.append(torch.sigmoid(g[:, i] + prev @ model.ar_weight[i, :i]))
+    torch.testing.assert_close(model.decode(mu), torch.stack(p, 1).reshape(5, *shape))
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3,) + shape
+    # a plain run starts an autoregressive one at A = 0: the very same bound
+    plain = build_model("variational", shape, net="dense", binarize=False, net_options={"latent_dim": 2, "hidden": [8]})
+    runs.save_model(plain, tmp_path)
+    state = model.adapt_initial_state(runs.load_model(tmp_path).state_dict())
+    model.load_state_dict(state)
+    assert torch.equal(model.ar_weight, torch.zeros(16, 16))
+    torch.testing.assert_close(model.nll_bounds(x, samples=4, seed=3)["iw"], plain.nll_bounds(x, samples=4, seed=3)["iw"])
+    with pytest.raises(ConfigError, match="autoregressive needs the Bernoulli likelihood"):
+        build_model("variational", shape, net="dense", autoregressive=True, reconstruction="mse")
 
 
 def test_vamp_prior_samples_from_the_pseudo_posteriors(tmp_path):

@@ -39,6 +39,20 @@ The prior: ``prior="standard"`` (default) is N(0, I); ``prior="vamp"`` is the Va
 at ``pseudo_inputs`` = P learned images u_p: p(z) = 1/P sum_p q(z|u_p). Its KL has no closed
 form: the ELBO uses the one-sample estimate log q(z|x) - log p(z) at the reparameterised z.
 
+The decoder: ``autoregressive=True`` (Bernoulli only) adds to the decoder's logits a linear
+autoregressive term over the pixels in raster order (the visible-layer connections of
+Gregor et al. 2014, "Deep AutoRegressive Networks"; a fully visible sigmoid belief net
+conditioned on z)::
+
+    p(x|z) = prod_i Bernoulli(x_i; sigmoid(g_i(z) + sum_{j < i} A_ij x_j))
+
+a valid distribution over binary images whose pixels depend on the ones before them, not
+only on z. The term depends on x alone, so the K samples of an image share it: the IW bound
+costs one (D x D) product per image on top of the K decoder passes. A starts at zero (the
+plain decoder), so ``--init`` from a plain run fine-tunes it. Decoding z alone (``decode``,
+``forward``, ``sample``) runs pixel by pixel, feeding each pixel's probability to the ones
+after it (a deterministic mean-field stand-in for drawing them).
+
 ``encode`` returns the posterior mean mu (the codes of docs/protocols.md); ``forward`` decodes it.
 """
 
@@ -137,7 +151,8 @@ class VariationalAutoencoder(Autoencoder):
                  train_samples: int = 1,           # K of the training objective; > 1: the IWAE bound
                  kl_warmup: int = 0,               # training steps over which beta rises from 0 (0: none)
                  prior: str = "standard",          # "standard" N(0, I) or "vamp" (Tomczak & Welling 2018)
-                 pseudo_inputs: int = 500):        # the VampPrior's learned images P
+                 pseudo_inputs: int = 500,         # the VampPrior's learned images P
+                 autoregressive: bool = False):    # add the pixels' linear autoregressive term to p(x|z)
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         opts = {**self.net_defaults, **self.net_options}
         latent = opts.get("latent_dim")
@@ -164,6 +179,11 @@ class VariationalAutoencoder(Autoencoder):
         if isinstance(pseudo_inputs, bool) or not isinstance(pseudo_inputs, int) or pseudo_inputs < 1:
             raise ConfigError(f"expected pseudo_inputs an integer >= 1, found {pseudo_inputs!r}; "
                               "e.g. --option pseudo_inputs=500")
+        if autoregressive not in (True, False):
+            raise ConfigError(f"expected autoregressive true or false, found {autoregressive!r}")
+        if autoregressive and reconstruction != "bce":
+            raise ConfigError(f"autoregressive needs the Bernoulli likelihood (reconstruction=bce), found "
+                              f"reconstruction={reconstruction!r}; drop one of the two options")
         # the same network with twice the code: the encoder's output is (mu, logvar)
         self.encoder = build_net(net, self.input_shape, **{**opts, "latent_dim": 2 * latent}).encoder
         # the decoder outputs logits when its final Sigmoid can be split off: exact Bernoulli nats
@@ -181,6 +201,10 @@ class VariationalAutoencoder(Autoencoder):
             gen = torch.Generator().manual_seed(0)
             self.pseudo_logits = nn.Parameter(-1.0 + 0.5 * torch.randn((self.pseudo_inputs,) + self.input_shape,
                                                                        generator=gen))
+        self.autoregressive = bool(autoregressive)
+        if self.autoregressive:  # A: only its strictly lower triangle is used (pixel i sees pixels j < i)
+            d = math.prod(self.input_shape)
+            self.ar_weight = nn.Parameter(torch.zeros(d, d))
         if self.kl_warmup:  # training steps taken, saved with the weights so a resumed run continues the ramp
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
 
@@ -206,19 +230,49 @@ class VariationalAutoencoder(Autoencoder):
         return self.posterior(x)[0]
 
     def decode(self, z):
-        """The mean of p(x|z), in [0, 1]."""
+        """The mean of p(x|z), in [0, 1] (autoregressive: the mean-field decode, pixel by pixel)."""
         out = self.decoder(z)
+        if self.autoregressive:
+            return self._decode_autoregressive(out)
         return torch.sigmoid(out) if self.decoder_logits else out
+
+    @torch.no_grad()
+    def _decode_autoregressive(self, logits: torch.Tensor) -> torch.Tensor:
+        """p_i = sigmoid(g_i + sum_{j < i} A_ij p_j), i in raster order, from the decoder's logits g."""
+        g = logits.flatten(1)
+        a = self.ar_weight
+        p = torch.zeros_like(g)
+        for i in range(g.shape[1]):
+            p[:, i] = torch.sigmoid(g[:, i] + p[:, :i] @ a[i, :i])
+        return p.reshape(logits.shape[0], *self.input_shape)
+
+    def autoregressive_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_{j < i} A_ij x_j for every pixel i of each image, (N, D)."""
+        return x.flatten(1) @ torch.tril(self.ar_weight, diagonal=-1).T
 
     def log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image (nats), from the mean x_hat = decode(z)."""
         return LIKELIHOODS[self.reconstruction](x, x_hat, self.likelihood_scale)
 
     def log_likelihood_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per image (nats), from the logits when the decoder gives them."""
+        """log p(x|z) per image (nats) for images x (B, C, H, W) and draws z (K, B, L): (K, B);
+        from the logits when the decoder gives them."""
+        k, b = z.shape[:2]
+        if self.autoregressive:  # the term of x is computed once and shared by the K draws
+            logits = self.decoder(z.reshape(k * b, -1)).reshape(k, b, -1) + self.autoregressive_logits(x)
+            return bernoulli_log_likelihood_logits(x.flatten(1).expand(k, b, -1).flatten(0, 1),
+                                                   logits.flatten(0, 1)).reshape(k, b)
+        x_rep = x.expand((k,) + tuple(x.shape)).reshape(-1, *x.shape[1:])  # (K * B, C, H, W)
+        z = z.reshape(k * b, -1)
         if self.decoder_logits and self.reconstruction == "bce":
-            return bernoulli_log_likelihood_logits(x, self.decoder(z))
-        return self.log_likelihood(x, self.decode(z))
+            return bernoulli_log_likelihood_logits(x_rep, self.decoder(z)).reshape(k, b)
+        return self.log_likelihood(x_rep, self.decode(z)).reshape(k, b)
+
+    def adapt_initial_state(self, state: dict) -> dict:
+        """A plain run's weights start an autoregressive one with A = 0 (the same likelihood)."""
+        if self.autoregressive and "ar_weight" not in state:
+            state = {**state, "ar_weight": torch.zeros_like(self.ar_weight)}
+        return state
 
     def prior_components(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The VampPrior's (mu_p, logvar_p), each (P, L): q(z|u_p) at the pseudo-inputs
@@ -244,13 +298,12 @@ class VariationalAutoencoder(Autoencoder):
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
             kl = (kl_standard_normal(mu, logvar) if self.prior == "standard"
                   else log_normal(z, mu, logvar) - self.log_prior(z)).mean()  # VampPrior: one-sample estimate
-            rec = -self.log_likelihood_z(x_target, z).mean()
+            rec = -self.log_likelihood_z(x_target, z[None]).mean()
             return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl, "loss": rec + beta * kl}
         # IWAE (Burda et al. 2016, eq. 8): -log (1/K) sum_k w_k, log w_k = log p(x|z_k) + beta log p(z_k)/q(z_k|x)
         k = self.train_samples
         z = mu + torch.exp(0.5 * logvar) * torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device)
-        x_rep = x_target.expand((k,) + tuple(x_target.shape)).reshape(-1, *x_target.shape[1:])
-        log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(k, -1)  # (K, B)
+        log_px = self.log_likelihood_z(x_target, z)  # (K, B)
         log_ratio = self.log_prior(z) - log_normal(z, mu, logvar)
         kl = -log_ratio.mean()  # the one-sample KL estimate, averaged over the K samples
         log_k = math.log(k)
@@ -315,8 +368,7 @@ class VariationalAutoencoder(Autoencoder):
                 kk = min(k_chunk, samples - k)
                 eps = torch.randn((kk,) + tuple(mu.shape), generator=gen).to(device)  # (k, B, L)
                 z = mu + torch.exp(0.5 * logvar) * eps
-                x_rep = xb.expand((kk,) + tuple(xb.shape)).reshape(-1, *xb.shape[1:])  # (k * B, C, H, W)
-                log_px = self.log_likelihood_z(x_rep, z.reshape(-1, self.latent_dim)).reshape(kk, -1)  # (k, B)
+                log_px = self.log_likelihood_z(xb, z)  # (k, B)
                 log_w.append(log_px + self.log_prior(z, components) - log_normal(z, mu, logvar))
             log_w = torch.cat(log_w)  # (K, B)
             iw.append(-(torch.logsumexp(log_w, 0) - math.log(samples)).cpu())
