@@ -149,7 +149,7 @@ def _train_args(p):
                    metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
     p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a kind's hyper-parameter, e.g. reconstruction=mse (repeatable)")
-    p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce"],
+    p.add_argument("--loss", dest="reconstruction", default=None, choices=["l1", "mse", "bce", "psnr"],
                    help="the reconstruction loss (the option reconstruction=); the variational kind's likelihood")
     p.add_argument("--beta", type=float, default=None, help="variational kind: the KL weight (beta-VAE; option beta=)")
     p.add_argument("--lambda", dest="lmbda", type=float, default=None,

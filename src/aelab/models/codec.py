@@ -274,6 +274,9 @@ class LearnedCodec(Autoencoder):
                  straight_through: bool = True,        # decoder sees round(y) (mixed quantisation) or y + u
                  prior: str = "channel"):              # one density per latent channel, or per element
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
+        if reconstruction == "psnr":
+            raise ConfigError("the codec weighs a distortion against bits, expected reconstruction l1, mse or bce, "
+                              "found psnr (in dB, not a distortion); e.g. --loss mse")
         if not (isinstance(lmbda, (int, float)) and not isinstance(lmbda, bool) and lmbda > 0
                 and math.isfinite(lmbda)):
             raise ConfigError(f"expected lmbda (--lambda) > 0, found {lmbda!r}; e.g. --lambda 0.01")

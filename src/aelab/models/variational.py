@@ -154,6 +154,9 @@ class VariationalAutoencoder(Autoencoder):
                  pseudo_inputs: int = 500,         # the VampPrior's learned images P
                  autoregressive: bool = False):    # add the pixels' linear autoregressive term to p(x|z)
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
+        if reconstruction not in LIKELIHOODS:
+            raise ConfigError(f"the variational kind needs a likelihood, expected reconstruction "
+                              f"{', '.join(LIKELIHOODS)}, found {reconstruction!r}; e.g. --loss bce")
         opts = {**self.net_defaults, **self.net_options}
         latent = opts.get("latent_dim")
         if not isinstance(latent, int) or latent < 1:
