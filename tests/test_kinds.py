@@ -35,7 +35,7 @@ CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
 # options that by definition do nothing on some network: checked to change nothing there
 INERT = {("codec", "prior", "dense")}  # a vector code: each element is its own channel already
 # options whose new weights start at zero, so that the loss is the same until they move
-STARTS_AT_ZERO = {("variational", "autoregressive"): "ar_weight"}
+STARTS_AT_ZERO = {("variational", "autoregressive"): "ar_lower"}
 
 
 def _loss(kind, net, shape, seed=1, **options):
@@ -451,7 +451,7 @@ def _autoregressive_vae(shape, **options):
     model = build_model("variational", shape, net="dense", autoregressive=True, binarize=False,
                         net_options={"latent_dim": 2, "hidden": [8]}, **options)
     with torch.no_grad():
-        model.ar_weight.normal_(0, 1.5)  # a strong dependence on the pixels before
+        model.ar_lower.normal_(0, 1.5)  # a strong dependence on the pixels before
     return model
 
 
@@ -467,7 +467,8 @@ def test_vae_autoregressive_decoder_is_a_normalised_raster_order_chain():
     with torch.no_grad():
         log_px = model.log_likelihood_z(images, z)
         g = model.decoder(z.reshape(-1, 2)).reshape(3, 64, 6)
-    a, flat = model.ar_weight.detach(), images.flatten(1)
+    a, flat = model.ar_matrix().detach(), images.flatten(1)
+    assert a[1, 0] == model.ar_lower[0] and a[2, 0] == model.ar_lower[1] and a[2, 1] == model.ar_lower[2], "row by row"
     ref = sum(D.Bernoulli(logits=g[..., i] + flat[:, :i] @ a[i, :i]).log_prob(flat[:, i]) for i in range(6))
     torch.testing.assert_close(log_px, ref)
     same_z = z[:, :1].expand(3, 64, 2)  # one z for every image: the 64 probabilities sum to 1
@@ -499,7 +500,7 @@ def test_vae_autoregressive_bound_decode_and_init_from_a_plain_run(tmp_path):
         p = []
         for i in range(16):
             prev = torch.stack(p, 1) if p else torch.zeros(5, 0)
-            p.append(torch.sigmoid(g[:, i] + prev @ model.ar_weight[i, :i]))
+            p.append(torch.sigmoid(g[:, i] + prev @ model.ar_matrix()[i, :i]))
     torch.testing.assert_close(model.decode(mu), torch.stack(p, 1).reshape(5, *shape))
     assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3,) + shape
     # a plain run starts an autoregressive one at A = 0: the very same bound
@@ -507,7 +508,7 @@ def test_vae_autoregressive_bound_decode_and_init_from_a_plain_run(tmp_path):
     runs.save_model(plain, tmp_path)
     state = model.adapt_initial_state(runs.load_model(tmp_path).state_dict())
     model.load_state_dict(state)
-    assert torch.equal(model.ar_weight, torch.zeros(16, 16))
+    assert torch.equal(model.ar_matrix(), torch.zeros(16, 16))
     torch.testing.assert_close(model.nll_bounds(x, samples=4, seed=3)["iw"], plain.nll_bounds(x, samples=4, seed=3)["iw"])
     with pytest.raises(ConfigError, match="autoregressive needs the Bernoulli likelihood"):
         build_model("variational", shape, net="dense", autoregressive=True, reconstruction="mse")

@@ -21,14 +21,14 @@ CODEC = ["train", "--kind", "codec", "--net", "gdn", "--batch-size", "32", "--sc
 def kinds(name, row, purpose, minutes):
     return {"name": name, "run": f"compare/{row}", "profile": "codes", "purpose": purpose,
             "steps": [COMPARE[:3] + ["--kinds", row] + COMPARE[3:]], "result": f"{{dir}}/compare/{row}",
-            "cpu_minutes": minutes, "settings": {"iw_samples": 1000}, "float16": True}
+            "cpu_minutes": minutes, "settings": {"iw_samples": 1000}, "weights": "float16"}
 
 
 ENTRIES = [
     {"name": "denoiser-tutorial", "run": "denoiser-tutorial", "profile": "denoiser",
      "purpose": "the Keras/TensorFlow tutorial's convolutional denoiser (Adam, MSE, 10 epochs at noise 0.2)",
      "steps": [["reproduce", *COMMON, "--out", "{dir}/reproduce"]], "result": "{dir}/reproduce",
-     "cpu_minutes": 3.4, "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
+     "cpu_minutes": 3.4, "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "weights": "float32"},
     # the six rows of `aelab compare --epochs 25` (16.5 CPU minutes for all six; each row's share)
     kinds("ae-undercomplete-32", "undercomplete", "dense 784-256-32 undercomplete autoencoder (MSE): codes", 2.6),
     kinds("ae-sparse-l1", "sparse-l1", "dense 256-unit code kept sparse by an L1 activation penalty", 3.8),
@@ -62,10 +62,10 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
 }
 
 
-def codec(name, run, chain, purpose, minutes, float16=False):
+def codec(name, run, chain, purpose, minutes, weights="float32"):
     return {"name": name, "run": run, "profile": "codec", "purpose": purpose,
             "steps": [CHAIN[c] for c in chain], "result": f"{{dir}}/{run}", "cpu_minutes": minutes,
-            "settings": {}, "float16": float16}
+            "settings": {}, "weights": weights}
 
 
 ENTRIES += [
@@ -74,19 +74,19 @@ ENTRIES += [
           "learned codec, about 190 bytes per image (lambda 0.025)", 21.5),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
           "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None,
-          float16=True),  # 2.04 MB in float32: its 1,024 densities and their tables
+          weights="float16"),  # 2.04 MB in float32: its 1,024 densities and their tables
     
     codec("codec-50b", "codec-el-0.002", ["codec-0.04", "codec-0.025", "codec-0.002", "codec-el-0.002"],
           "learned codec, about 50 bytes per image (lambda 0.002, a density per latent element)", None,
-          float16=True),
+          weights="float16"),
     {"name": "denoiser-unet", "run": "unet-blind2", "profile": "denoiser",
      "purpose": "the strongest blind denoiser: a U-Net (widths 32-64-128) trained on noise factors drawn from [0, 0.5]",
      "steps": [UNET_BLIND], "result": "{dir}/unet-blind2", "cpu_minutes": None,
-     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
+     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "weights": "float32"},
     {"name": "denoiser-unet-0.2", "run": "unet-blind2-ft0.2", "profile": "denoiser",
      "purpose": "the strongest denoiser at noise 0.2: the blind U-Net fine-tuned 3 epochs at that level only",
      "steps": [UNET_BLIND, UNET_FT], "result": "{dir}/unet-blind2-ft0.2", "cpu_minutes": None,
-     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "float16": False},
+     "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "weights": "float32"},
 ]
 
 
@@ -110,7 +110,7 @@ def main(argv):
         if e["profile"] == "codec" or e["cpu_minutes"] is None:  # the whole chain's CPU time
             e["cpu_minutes"] = sum(minutes[Path(s[-1]).name] for s in e["steps"])
         folder = zoo.pack(root / e["run"], e["name"], e["profile"], e["purpose"], e["steps"], e["result"],
-                          e["cpu_minutes"], settings=e["settings"], float16=e["float16"])
+                          e["cpu_minutes"], settings=e["settings"], weights=e["weights"])
         print(f"packed {folder}: {zoo.card(e['name'])['headline']}")
 
 

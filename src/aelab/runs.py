@@ -23,6 +23,7 @@ from safetensors.torch import save as save_safetensors
 
 from .errors import ConfigError
 from .models import build_model
+from .quantize import dequantize_state
 from .version import __version__
 
 FORMAT_VERSION = 1
@@ -160,6 +161,7 @@ def load_weights(model: torch.nn.Module, path) -> torch.nn.Module:
     except (SafetensorError, ValueError, OSError, TypeError) as exc:
         raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc}); "
                           "the file is damaged, retrain or restore it") from None
+    state = dequantize_state(state, str(path))  # a zoo file may hold 8-bit weights
     own = model.state_dict()
     derived = set(getattr(model, "derived_keys", ()))  # sized by the file, may be absent (codec tables)
     missing = [k for k in own if k not in state and k not in derived]

@@ -205,9 +205,9 @@ class VariationalAutoencoder(Autoencoder):
             self.pseudo_logits = nn.Parameter(-1.0 + 0.5 * torch.randn((self.pseudo_inputs,) + self.input_shape,
                                                                        generator=gen))
         self.autoregressive = bool(autoregressive)
-        if self.autoregressive:  # A: only its strictly lower triangle is used (pixel i sees pixels j < i)
+        if self.autoregressive:  # A's strictly lower triangle, row by row (pixel i sees pixels j < i)
             d = math.prod(self.input_shape)
-            self.ar_weight = nn.Parameter(torch.zeros(d, d))
+            self.ar_lower = nn.Parameter(torch.zeros(d * (d - 1) // 2))
         if self.kl_warmup:  # training steps taken, saved with the weights so a resumed run continues the ramp
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
 
@@ -243,15 +243,21 @@ class VariationalAutoencoder(Autoencoder):
     def _decode_autoregressive(self, logits: torch.Tensor) -> torch.Tensor:
         """p_i = sigmoid(g_i + sum_{j < i} A_ij p_j), i in raster order, from the decoder's logits g."""
         g = logits.flatten(1)
-        a = self.ar_weight
+        a = self.ar_matrix()
         p = torch.zeros_like(g)
         for i in range(g.shape[1]):
             p[:, i] = torch.sigmoid(g[:, i] + p[:, :i] @ a[i, :i])
         return p.reshape(logits.shape[0], *self.input_shape)
 
+    def ar_matrix(self) -> torch.Tensor:
+        """A (D, D), zero on and above the diagonal, from its stored lower triangle."""
+        d = math.prod(self.input_shape)
+        rows, cols = torch.tril_indices(d, d, offset=-1, device=self.ar_lower.device)
+        return self.ar_lower.new_zeros(d, d).index_put((rows, cols), self.ar_lower)
+
     def autoregressive_logits(self, x: torch.Tensor) -> torch.Tensor:
         """sum_{j < i} A_ij x_j for every pixel i of each image, (N, D)."""
-        return x.flatten(1) @ torch.tril(self.ar_weight, diagonal=-1).T
+        return x.flatten(1) @ self.ar_matrix().T
 
     def log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image (nats), from the mean x_hat = decode(z)."""
@@ -273,8 +279,8 @@ class VariationalAutoencoder(Autoencoder):
 
     def adapt_initial_state(self, state: dict) -> dict:
         """A plain run's weights start an autoregressive one with A = 0 (the same likelihood)."""
-        if self.autoregressive and "ar_weight" not in state:
-            state = {**state, "ar_weight": torch.zeros_like(self.ar_weight)}
+        if self.autoregressive and "ar_lower" not in state:
+            state = {**state, "ar_lower": torch.zeros_like(self.ar_lower)}
         return state
 
     def prior_components(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -36,6 +36,7 @@ from ..evaluate import denoising_quality
 from ..inference import apply_model, model_codes
 from ..metrics import knn_accuracy, psnr, ssim
 from ..models.variational import binarize
+from ..quantize import quantize_state
 from ..registry import registrar
 from ..version import __version__
 
@@ -46,6 +47,13 @@ QUICK_IW = (500, 100)        # ... and the IW bound on the first 500 test images
 # How far a re-measured figure may stray from its card (absolute, or relative for bytes).
 # Inference is deterministic on one machine; the tolerances absorb other CPUs and BLAS builds.
 TOLERANCES = {"psnr": 0.02, "ssim": 0.0005, "knn5": 0.002, "nats": 0.3, "bytes": 0.005}
+
+# how a packed model's weights are stored: state -> state
+WEIGHT_FORMATS: dict[str, Callable] = {
+    "float32": lambda state: state,
+    "float16": lambda state: {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+    "int8": quantize_state,
+}
 
 PROFILES: dict[str, Callable] = {}
 register_profile = registrar(PROFILES)
@@ -227,11 +235,14 @@ def _commit() -> str:
 
 
 def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], result: str, cpu_minutes: float,
-         settings: dict | None = None, float16: bool = False, data=None) -> Path:
-    """Copy a trained run into the zoo as ``name``, finalised, optionally with float16 weights,
-    and write its card with the figures measured on the weights as shipped."""
+         settings: dict | None = None, weights: str = "float32", data=None) -> Path:
+    """Copy a trained run into the zoo as ``name``, finalised, its weights in ``weights``
+    (float32, float16, or int8: :mod:`aelab.quantize`), and write its card with the figures
+    measured on the weights as shipped."""
     if profile not in PROFILES:
         raise ConfigError(f"expected a profile among {', '.join(PROFILES)}, found {profile!r}")
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(f"expected weights among {', '.join(WEIGHT_FORMATS)}, found {weights!r}")
     model = runs.load_model(run)
     model.finalise()
     folder = runs.ZOO_DIR / name
@@ -239,11 +250,10 @@ def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], res
     runs.write_json(folder / runs.CONFIG, {k: config[k] for k in ("format_version", "aelab_version", "model",
                                                                     "train", "class_names") if k in config})
     state = runs.plain_state_dict(model)
-    if float16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    state = WEIGHT_FORMATS[weights](state)
     runs.atomic_write_bytes(folder / runs.WEIGHTS, save_safetensors(state, metadata={"format": "pt"}))
     card_ = {"name": name, "kind": model.kind, "net": model.net, "purpose": purpose, "profile": profile,
-             "settings": settings or {}, "weights": "float16" if float16 else "float32"}
+             "settings": settings or {}, "weights": weights}
     full, quick = measure(runs.ZOO_PREFIX + name, card_, False, data), measure(runs.ZOO_PREFIX + name, card_, True, data)
     card_.update({
         "headline": headline(profile, full),
