@@ -30,8 +30,7 @@ KIND_CHOICES = {("variational", "prior"): ("standard", "vamp")}  # a name two ki
 CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
            ("variational", "likelihood_scale"): {"reconstruction": "mse"},
            ("contractive", "projections"): {"jacobian": "projection"},
-           ("variational", "pseudo_inputs"): {"prior": "vamp"},
-           ("undercomplete", "invariance_shift"): {"invariance": 0.5}}
+           ("variational", "pseudo_inputs"): {"prior": "vamp"}}
 # options that by definition do nothing on some network: checked to change nothing there
 INERT = {("codec", "prior", "dense")}  # a vector code: each element is its own channel already
 # options whose new weights start at zero, so that the loss is the same until they move
@@ -113,40 +112,6 @@ def test_every_hyper_parameter_changes_the_loss(kind, net):
 
 
 # -- undercomplete -------------------------------------------------------------------------
-
-def test_undercomplete_invariance_term_compares_the_codes_of_shifted_images():
-    """invariance = w: loss = reconstruction + w * mean |f(x) - f(shift(x))|^2 / the batch's code
-    spread, the shift drawn from the global generator like aelab.noise.Shift; recomputed here
-    with the same draw, and unchanged when the code is scaled (the decoder undoing it)."""
-    shape = (1, 8, 8)
-    torch.manual_seed(0)
-    model = build_model("undercomplete", shape, net="dense", reconstruction="mse", invariance=0.3, invariance_shift=2,
-                        net_options={"latent_dim": 4, "hidden": [16]})
-    x = torch.rand((6,) + shape, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(5)
-    terms = model.loss(x, x)
-    torch.manual_seed(5)
-    from aelab.noise import Shift
-    with torch.no_grad():
-        a, b = model.encode(x), model.encode(Shift(2)(x))
-        spread = ((a - a.mean(0)) ** 2).sum(1).mean()
-        inv = ((a - b) ** 2).sum(1).mean() / spread
-        rec = torch.nn.functional.mse_loss(model(x), x)
-    assert terms["invariance"].item() == pytest.approx(inv.item(), rel=1e-5) and terms["invariance"] > 0
-    assert terms["loss"].item() == pytest.approx(rec.item() + 0.3 * inv.item(), rel=1e-5)
-    with torch.no_grad():  # scale the code by 10 (last encoder layer) and undo it in the decoder's first layer
-        enc = [m for m in model.encoder if isinstance(m, torch.nn.Linear)][-1]
-        dec = [m for m in model.decoder if isinstance(m, torch.nn.Linear)][0]
-        enc.weight *= 10
-        enc.bias *= 10
-        dec.weight /= 10
-    torch.manual_seed(5)
-    assert model.loss(x, x)["invariance"].item() == pytest.approx(inv.item(), rel=1e-4)
-    with pytest.raises(ConfigError, match="expected invariance a weight >= 0, found -1"):
-        build_model("undercomplete", shape, net="dense", invariance=-1)
-    with pytest.raises(ConfigError, match="expected invariance_shift a whole number of pixels >= 1, found 0"):
-        build_model("undercomplete", shape, net="dense", invariance=0.1, invariance_shift=0)
-
 
 def test_undercomplete_refuses_a_wide_code():
     with pytest.raises(ConfigError, match="expected an undercomplete code.*found 200.*lower latent_dim"):
@@ -578,9 +543,8 @@ def test_vae_binarises_only_for_bernoulli():
 
 
 @pytest.mark.parametrize("kind, options", [("variational", {}), ("contractive", {}),
-                                           ("variational", {"train_samples": 3, "kl_warmup": 10}),
-                                           ("undercomplete", {"invariance": 0.5})],
-                         ids=["variational", "contractive", "variational-iwae-warmup", "undercomplete-invariance"])
+                                           ("variational", {"train_samples": 3, "kl_warmup": 10})],
+                         ids=["variational", "contractive", "variational-iwae-warmup"])
 def test_resume_is_exact_for_kinds_that_draw_in_their_loss(kind, options, tmp_path):
     """The checkpoint holds torch's global RNG, from which the reparameterisation and the
     random projections draw (and the VAE's warm-up step count), so an interrupted run
