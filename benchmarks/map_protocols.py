@@ -49,16 +49,18 @@ def main(argv=None) -> int:
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
     model = runs.load_model(args.run)
     codes_train, codes_test = model_codes(model, train.x), model_codes(model, test.x)
-    if args.with_pixels > 0:
+    ours = codes_test
+    if args.with_pixels > 0:  # ours: the test codes alone, as aelab embed joins them; the paper's: all of them
         pix_train, _ = baseline_codes(f"pca{JOINT_COMPONENTS}", train.x, lambda: train.x, args.seed)
         pix_test, _ = baseline_codes(f"pca{JOINT_COMPONENTS}", test.x, lambda: train.x, args.seed)
+        ours = joint_codes(codes_test, pix_test, args.with_pixels)
         both = joint_codes(np.concatenate([codes_train, codes_test]), np.concatenate([pix_train, pix_test]),
                            args.with_pixels)
         codes_train, codes_test = both[:len(train)], both[len(train):]
     rows = {}
 
     t0 = time.process_time()
-    points, _ = reduce(codes_test, method="tsne", seed=args.seed, threads=args.threads, progress=False)
+    points, _ = reduce(ours, method="tsne", seed=args.seed, threads=args.threads, progress=False)
     s = map_scores(test.x.numpy(), points, test.y.numpy())
     rows["ours"] = {"knn5": s["knn_accuracy"], "trustworthiness": s["trustworthiness"],
                     "knn": "5-fold on the 10,000 test points", "trust": "k = 10 on the 10,000 test points",
