@@ -117,11 +117,14 @@ def test_the_docs_results_table_is_the_cards():
 
 
 def test_figures_quoted_in_the_readme_are_on_a_card():
-    """Every 'zoo:NAME ... N dB' style figure the README quotes is a figure of that card."""
+    """Every 'zoo:NAME ... N dB' or '... N nats' figure the README quotes is a figure of that card."""
     readme = (ROOT / "README.md").read_text()
-    for name, value in re.findall(r"`zoo:([a-z0-9-]+)`[^|\n]*?(\d+\.\d\d) dB", readme):
+    quoted = re.findall(r"`zoo:([a-z0-9-]+)`[^|`]*?(\d+\.\d\d) (dB|nats)", readme)
+    assert {unit for _, _, unit in quoted} == {"dB", "nats"}
+    for name, value, unit in quoted:
         figures = zoo.card(name)["figures"]["full"]
-        assert any(k.startswith("psnr") and f"{v:.2f}" == value for k, v in figures.items()), (name, value)
+        family = ("psnr",) if unit == "dB" else ("iw_nll", "neg_elbo")
+        assert any(k.startswith(family) and f"{v:.2f}" == value for k, v in figures.items()), (name, value, unit)
 
 
 @pytest.mark.slow
