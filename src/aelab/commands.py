@@ -17,7 +17,7 @@ FMT = argparse.RawDescriptionHelpFormatter
 
 # What `aelab train --help` lists; tests/test_cli.py checks it against the registries.
 KINDS = {
-    "undercomplete": "L1 reconstruction, a code smaller than the image; options reconstruction=l1|mse|bce",
+    "undercomplete": "L1 reconstruction, a code smaller than the image; options reconstruction=l1|mse|bce|psnr",
     "sparse": "wide code with an L1 or KL(rho||rho_hat) activation penalty; options penalty=l1|kl, "
               "sparsity_weight, sparsity_target, reconstruction",
     "contractive": "squared Frobenius norm of the encoder's Jacobian; options contractive_weight, "
@@ -25,7 +25,7 @@ KINDS = {
     "denoising": "corrupt the input (gaussian:0.2 by default), compare with the clean image; option reconstruction",
     "variational": "Gaussian posterior, reparameterised, the ELBO; options beta, likelihood_scale, kl_warmup, "
                    "train_samples, binarize, reconstruction (the likelihood: bce|mse|l1), prior=standard|vamp, "
-                   "pseudo_inputs",
+                   "pseudo_inputs, autoregressive=true|false (bce: each pixel also sees the pixels before it)",
     "codec": "learned image codec (rate + lambda * distortion); options lmbda, straight_through, "
              "prior=channel|element, reconstruction",
 }
