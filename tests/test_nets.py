@@ -36,3 +36,18 @@ def test_latent_dim_and_errors():
         build_net("cnn", (1, 28, 28))
     with pytest.raises(ConfigError, match="did you mean 'latent_dim'"):
         build_net("dense", (1, 28, 28), latent_dims=3)
+
+
+def test_dense_decoder_mirrors_the_encoder_unless_told_otherwise():
+    from torch import nn
+
+    def widths(seq):
+        return [(m.in_features, m.out_features) for m in seq if isinstance(m, nn.Linear)]
+
+    mirrored = build_net("dense", (1, 8, 8), hidden=(64, 32), latent_dim=4)
+    assert widths(mirrored.encoder) == [(64, 64), (64, 32), (32, 4)]
+    assert widths(mirrored.decoder) == [(4, 32), (32, 64), (64, 64)]
+    small = build_net("dense", (1, 8, 8), hidden=(64, 32), latent_dim=4, decoder_hidden=[16])
+    assert widths(small.encoder) == widths(mirrored.encoder)
+    assert widths(small.decoder) == [(4, 16), (16, 64)]
+    assert small.decoder(torch.zeros(2, 4)).shape == (2, 1, 8, 8)

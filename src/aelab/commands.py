@@ -31,7 +31,7 @@ KINDS = {
 }
 NETS = {
     "conv": "the Keras tutorial's Conv2d encoder / ConvTranspose2d decoder; channels, latent_dim, code_activation",
-    "dense": "fully connected; hidden, latent_dim, code_activation",
+    "dense": "fully connected; hidden, latent_dim, code_activation, decoder_hidden (default: hidden mirrored)",
     "unet": "a small U-Net with a residual output (the strong denoiser); widths, residual, latent_dim, "
             "code_activation",
     "gdn": "Balle et al.'s GDN transforms (the codec's); channels, latent_channels, stages, kernel, nonlinearity, "

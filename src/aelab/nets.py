@@ -93,9 +93,10 @@ def conv_net(input_shape, channels=(16, 8), latent_dim: int | None = None,
 
 @register_net("dense")
 def dense_net(input_shape, hidden=(256,), latent_dim: int = 32,
-              code_activation: str | None = "none") -> NetPair:
+              code_activation: str | None = "none", decoder_hidden=None) -> NetPair:
     """Fully connected: Flatten, [Linear + ReLU] per hidden size, Linear to ``latent_dim``;
-    the decoder mirrors it and ends in a Sigmoid, reshaped to ``input_shape``."""
+    the decoder mirrors it (or has the hidden sizes ``decoder_hidden``, from the code out)
+    and ends in a Sigmoid, reshaped to ``input_shape``."""
     c, h, w = input_shape
     d = c * h * w
     enc: list[nn.Module] = [nn.Flatten()]
@@ -106,7 +107,7 @@ def dense_net(input_shape, hidden=(256,), latent_dim: int = 32,
     enc += [nn.Linear(prev, latent_dim), activation(code_activation)]
     dec: list[nn.Module] = []
     prev = latent_dim
-    for size in reversed(tuple(hidden)):
+    for size in (reversed(tuple(hidden)) if decoder_hidden is None else decoder_hidden):
         dec += [nn.Linear(prev, size), nn.ReLU()]
         prev = size
     dec += [nn.Linear(prev, d), nn.Sigmoid(), nn.Unflatten(1, (c, h, w))]
