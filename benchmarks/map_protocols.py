@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from aelab import runs
+from aelab.anchors import ANCHORS
 from aelab.data import load_dataset
 from aelab.embed import JOINT_COMPONENTS, baseline_codes, joint_codes, map_scores, reduce
 from aelab.inference import model_codes
@@ -85,6 +86,9 @@ def main(argv=None) -> int:
     print("|---|---:|---:|---|---|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['knn5']:.4f} | {r['trustworthiness']:.4f} | {r['knn']} | {r['trust']} | {r['cpu_s']:.0f} |")
+    what, who, figures, protocol = ANCHORS["map"]
+    for method, (knn, trust) in figures:  # the published maps, measured by their authors
+        print(f"| {method}, published ({who}) | {knn} | {trust} | {protocol} | | |")
     if args.json:
         runs.write_json(args.json, {"run": str(args.run), "with_pixels": args.with_pixels, "seed": args.seed,
                                     "protocols": rows})
