@@ -40,16 +40,15 @@ def anchor_rows(rows: list[dict], iw_samples: int) -> list[list[str]]:
     """Rows of (figure, this comparison's best, the published figures, their protocol) for the
     figures an ``aelab compare`` measures: the codes' kNN-5 (the best row) and the
     variational row's importance-weighted bound."""
+    def row(key, ours):
+        what, who, figures, protocol = ANCHORS[key]
+        return [what, ours, "; ".join(f"{m} {_figure(v)}" for m, v in figures) + f" ({who})", protocol]
+
     out = []
     knn = [r for r in rows if isinstance(r.get("knn5"), (int, float))]
     if knn:
         best = max(knn, key=lambda r: r["knn5"])
-        what, who, figures, protocol = ANCHORS["knn5"]
-        out.append([what, f"{best['knn5']:.4f} ({best['name']}, {best['code_size']}-d)",
-                    "; ".join(f"{m} {_figure(v)}" for m, v in figures) + f" ({who})", protocol])
-    for r in rows:
-        if isinstance(r.get("iw_nll"), (int, float)):
-            what, who, figures, protocol = ANCHORS["iw_nll"]
-            out.append([what, f"{r['iw_nll']:.2f} ({r['name']}, K = {iw_samples})",
-                        "; ".join(f"{m} {_figure(v)}" for m, v in figures) + f" ({who})", protocol])
+        out.append(row("knn5", f"{best['knn5']:.4f} ({best['name']}, {best['code_size']}-d)"))
+    out += [row("iw_nll", f"{r['iw_nll']:.2f} ({r['name']}, K = {iw_samples})")
+            for r in rows if isinstance(r.get("iw_nll"), (int, float))]
     return out

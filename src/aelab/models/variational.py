@@ -208,6 +208,8 @@ class VariationalAutoencoder(Autoencoder):
         if self.autoregressive:  # A's strictly lower triangle, row by row (pixel i sees pixels j < i)
             d = math.prod(self.input_shape)
             self.ar_lower = nn.Parameter(torch.zeros(d * (d - 1) // 2))
+            # where those entries sit in A, built once (not saved: the image shape fixes it)
+            self.register_buffer("ar_index", torch.tril_indices(d, d, offset=-1), persistent=False)
         if self.kl_warmup:  # training steps taken, saved with the weights so a resumed run continues the ramp
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
 
@@ -252,8 +254,7 @@ class VariationalAutoencoder(Autoencoder):
     def ar_matrix(self) -> torch.Tensor:
         """A (D, D), zero on and above the diagonal, from its stored lower triangle."""
         d = math.prod(self.input_shape)
-        rows, cols = torch.tril_indices(d, d, offset=-1, device=self.ar_lower.device)
-        return self.ar_lower.new_zeros(d, d).index_put((rows, cols), self.ar_lower)
+        return self.ar_lower.new_zeros(d, d).index_put(tuple(self.ar_index), self.ar_lower)
 
     def autoregressive_logits(self, x: torch.Tensor) -> torch.Tensor:
         """sum_{j < i} A_ij x_j for every pixel i of each image, (N, D)."""
