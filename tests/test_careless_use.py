@@ -166,6 +166,26 @@ def test_fit_warns_from_python_too(tmp_path):
     assert hist["quality"]["kind"] == "reconstruction"
 
 
+def test_a_model_that_learned_saves_no_warning():
+    import torch
+
+    from aelab.loop import quality
+    from aelab.models import build_model
+    from aelab.noise import Noise, parse_noise
+
+    model = build_model("undercomplete", (1, 12, 12), net="conv")
+    x = torch.rand(16, 1, 12, 12)
+    model.forward = lambda batch: batch.clamp(0, 1)  # a perfect reconstruction
+    q = quality(model, x, Noise())
+    assert not q["worse"] and q["warning"] is None
+    model.forward = lambda batch: torch.zeros_like(batch)  # worse than the mean image
+    q = quality(model, x, Noise())
+    assert q["worse"] and "worse than the mean image" in q["warning"]
+    model.forward = lambda batch: batch  # a denoiser that returns the noisy input: not better
+    q = quality(model, x, parse_noise("gaussian:0.2"))
+    assert q["kind"] == "denoising" and q["warning"] is None and not q["worse"]
+
+
 # -- item 11: one line per epoch in a log file ----------------------------------------------------
 
 def test_progress_in_a_log_file_is_one_line_per_epoch(fake_fashion, tmp_path, capsys):
