@@ -36,7 +36,7 @@ from ..evaluate import denoising_quality
 from ..inference import apply_model, model_codes
 from ..metrics import knn_accuracy, psnr, ssim
 from ..models.variational import binarize
-from ..quantize import quantize_state
+from ..quantize import parse_spec, quantize_state
 from ..registry import registrar
 from ..version import __version__
 
@@ -48,12 +48,23 @@ QUICK_IW = (500, 100)        # ... and the IW bound on the first 500 test images
 # Inference is deterministic on one machine; the tolerances absorb other CPUs and BLAS builds.
 TOLERANCES = {"psnr": 0.02, "ssim": 0.0005, "knn5": 0.002, "nats": 0.3, "bytes": 0.005}
 
-# how a packed model's weights are stored: state -> state
+# how a packed model's weights are stored: state -> state; or a spec of bits, e.g. "int8" or
+# "int8,decoder.=int4" (aelab.quantize)
 WEIGHT_FORMATS: dict[str, Callable] = {
     "float32": lambda state: state,
     "float16": lambda state: {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-    "int8": quantize_state,
 }
+
+
+def weight_format(spec: str) -> Callable:
+    """state -> state as ``spec`` stores it; a bad spec is a one-line error."""
+    if spec in WEIGHT_FORMATS:
+        return WEIGHT_FORMATS[spec]
+    if not spec.startswith("int"):
+        raise ConfigError(f"expected weights among {', '.join(WEIGHT_FORMATS)} or bits like 'int8' or "
+                          f"'int8,decoder.=int4', found {spec!r}")
+    parse_spec(spec)
+    return lambda state: quantize_state(state, spec=spec)
 
 PROFILES: dict[str, Callable] = {}
 register_profile = registrar(PROFILES)
@@ -237,12 +248,11 @@ def _commit() -> str:
 def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], result: str, cpu_minutes: float,
          settings: dict | None = None, weights: str = "float32", data=None) -> Path:
     """Copy a trained run into the zoo as ``name``, finalised, its weights in ``weights``
-    (float32, float16, or int8: :mod:`aelab.quantize`), and write its card with the figures
+    (float32, float16, or bits such as int8: :mod:`aelab.quantize`), and write its card with the figures
     measured on the weights as shipped."""
     if profile not in PROFILES:
         raise ConfigError(f"expected a profile among {', '.join(PROFILES)}, found {profile!r}")
-    if weights not in WEIGHT_FORMATS:
-        raise ConfigError(f"expected weights among {', '.join(WEIGHT_FORMATS)}, found {weights!r}")
+    convert = weight_format(weights)
     model = runs.load_model(run)
     model.finalise()
     folder = runs.ZOO_DIR / name
@@ -250,7 +260,7 @@ def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], res
     runs.write_json(folder / runs.CONFIG, {k: config[k] for k in ("format_version", "aelab_version", "model",
                                                                     "train", "class_names") if k in config})
     state = runs.plain_state_dict(model)
-    state = WEIGHT_FORMATS[weights](state)
+    state = convert(state)
     runs.atomic_write_bytes(folder / runs.WEIGHTS, save_safetensors(state, metadata={"format": "pt"}))
     card_ = {"name": name, "kind": model.kind, "net": model.net, "purpose": purpose, "profile": profile,
              "settings": settings or {}, "weights": weights}
