@@ -135,6 +135,47 @@ def test_init_starts_from_a_runs_weights_and_checks_the_fit(fake_fashion, tmp_pa
               progress=False, net_options={"latent_dim": 16}, init=str(tmp_path / "a"))
 
 
+def test_freeze_encoder_keeps_the_codes_and_fits_a_new_decoder(fake_fashion, tmp_path):
+    common = dict(kind="undercomplete", net="dense", data=str(fake_fashion), epochs=2, batch_size=16, progress=False)
+    train(**common, out=str(tmp_path / "a"), net_options={"latent_dim": 8, "hidden": [64, 32]})
+    source = runs.load_model(tmp_path / "a").state_dict()
+    # a decoder of other sizes, fitted to the run's codes: the encoder is copied and stays as it was
+    model = train(**common, out=str(tmp_path / "b"), lr=1e-2, init=str(tmp_path / "a"), freeze_encoder=True,
+                  net_options={"latent_dim": 8, "hidden": [64, 32], "decoder_hidden": [16]})
+    state = model.state_dict()
+    encoder = [k for k in state if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(state[k], source[k]) for k in encoder)
+    assert [tuple(state[k].shape) for k in state if k.startswith("decoder.") and k.endswith("weight")] == \
+        [(16, 8), (784, 16)]
+    assert runs.read_config(tmp_path / "b")["train"]["freeze_encoder"] is True
+    # the same network: everything is copied, the decoder trains on, the encoder does not
+    model = train(**common, out=str(tmp_path / "c"), lr=1e-2, init=str(tmp_path / "a"), freeze_encoder=True,
+                  net_options={"latent_dim": 8, "hidden": [64, 32]})
+    state = model.state_dict()
+    assert all(torch.equal(state[k], source[k]) for k in encoder)
+    assert not torch.equal(state["decoder.0.weight"], source["decoder.0.weight"])
+    # an encoder that does not fit, or another decoder without --freeze-encoder: one-line errors
+    with pytest.raises(ConfigError, match="expected its encoder to fit this model's"):
+        train(**common, out=str(tmp_path / "d"), init=str(tmp_path / "a"), freeze_encoder=True,
+              net_options={"latent_dim": 8, "hidden": [48, 32]})
+    with pytest.raises(ConfigError, match="same kind, network"):
+        train(**common, out=str(tmp_path / "e"), init=str(tmp_path / "a"),
+              net_options={"latent_dim": 8, "hidden": [64, 32], "decoder_hidden": [16]})
+
+
+def test_adam_leaves_frozen_weights_out_and_a_model_without_an_encoder_is_refused():
+    from aelab.device import adam
+    from aelab.loop import freeze_encoder
+
+    model = build_model("undercomplete", (1, 12, 12), net="dense", net_options={"latent_dim": 4, "hidden": [8]})
+    freeze_encoder(model)
+    trained = {id(p) for group in adam(model, 1e-3).param_groups for p in group["params"]}
+    assert trained == {id(p) for name, p in model.named_parameters() if not name.startswith("encoder.")}
+    del model.encoder
+    with pytest.raises(ConfigError, match="expected a model with an encoder"):
+        freeze_encoder(model)
+
+
 def test_train_run_writes_the_run_and_discards_a_stale_checkpoint(tmp_path):
     from aelab.errors import AelabError
     from aelab.train import train_run

@@ -163,6 +163,9 @@ def _train_args(p):
     p.add_argument("--init", metavar="RUN", default=None,
                    help="start from this trained run's weights (same kind, network and shape; options may "
                         "differ, e.g. another --lambda): fine-tuning")
+    p.add_argument("--freeze-encoder", action="store_true", default=None,
+                   help="train all but the encoder, which keeps its --init weights (the codes stay as they are; "
+                        "the network's options may then differ in the decoder, e.g. decoder_hidden=[...])")
 
 
 def _train(args, command_line):
@@ -176,7 +179,8 @@ def _train(args, command_line):
                   batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                   resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                   size=args.size, net_options=dict(args.net_options), schedule=args.schedule, amp=args.amp,
-                  init=args.init, overwrite=args.overwrite, **{**dict(args.options), **aliases})
+                  init=args.init, overwrite=args.overwrite, freeze_encoder=args.freeze_encoder,
+                  **{**dict(args.options), **aliases})
     if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
         print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
     print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")

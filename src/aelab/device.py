@@ -41,11 +41,13 @@ def memory_format(model, channels_last: bool) -> torch.memory_format:
 
 
 def adam(model, lr):
-    """Adam with the fused kernel where this torch has it (one kernel for all parameters)."""
+    """Adam over the parameters that train (not frozen), with the fused kernel where this torch
+    has it (one kernel for all parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(params, lr=lr)
 
 
 def autocast(amp: str, device: torch.device):

@@ -135,6 +135,18 @@ def quality(model: Autoencoder, x: torch.Tensor, noise: Noise, name: str = "vali
             "output_psnr": round(output, 3), "worse": worse, "text": text, "warning": warning}
 
 
+def freeze_encoder(model: Autoencoder) -> None:
+    """Keep the encoder's weights as they are (``--freeze-encoder``): only the rest trains."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module) or not any(True for _ in encoder.parameters()):
+        raise ConfigError(f"--freeze-encoder: expected a model with an encoder, found the {model.kind} kind on the "
+                          f"{model.net} network without one; leave --freeze-encoder out")
+    encoder.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("--freeze-encoder: expected weights outside the encoder to train, found none; "
+                          "leave --freeze-encoder out")
+
+
 class _Loop:
     """One training's fixed parts (device, noise, optimizer, generators, data on the device)
     and the moves of the loop: restore, step, end of epoch, pause, save."""
@@ -147,6 +159,8 @@ class _Loop:
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.main = self.rank == 0
         self.noise = parse_noise(config.noise if config.noise is not None else model.default_noise)
+        if config.freeze_encoder:
+            freeze_encoder(model)
         model.to(device).train()
         _sanity_check(model, x_train.to(device), self.noise)
         self.memory_format = memory_format(model, config.channels_last)

@@ -28,6 +28,7 @@ class TrainConfig:
     amp: str = "auto"           # "auto": bf16 autocast on CUDA only; "bf16" forces it; "off"
     schedule: str = "constant"  # learning rate per step: "constant" (the tutorial) or "onecycle" (lr is the peak)
     val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
+    freeze_encoder: bool = False  # train the rest only: the encoder (the codes) stays as it starts (with an init)
     progress: bool = True       # a progress bar on stderr
 
     def check(self) -> "TrainConfig":

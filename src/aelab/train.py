@@ -103,7 +103,7 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
     extra = dict(extra or {})
     if not resume:
         if init is not None:
-            _load_initial_weights(model, init)
+            _load_initial_weights(model, init, config.freeze_encoder)
             extra["initialised_from"] = str(init)
         if distributed.is_main():
             runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
@@ -178,16 +178,31 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     return model
 
 
-def _load_initial_weights(model: Autoencoder, run_dir) -> None:
-    """Copy a trained run's weights into ``model`` (``train(init=...)``): same kind, network and shapes."""
+def _load_initial_weights(model: Autoencoder, run_dir, encoder_only: bool = False) -> None:
+    """Copy a trained run's weights into ``model`` (``train(init=...)``): same kind, network and shapes.
+
+    ``encoder_only`` (``--freeze-encoder``): the network's options may differ where they shape
+    the rest (e.g. ``decoder_hidden``); the encoder must fit and is copied, the rest is copied
+    when all of it fits and otherwise starts afresh (a new decoder for the run's codes)."""
     source = runs.load_model(run_dir)
     mine, theirs = model.config(), source.config()
-    for key in ("kind", "net", "input_shape", "net_options"):
+    for key in ("kind", "net", "input_shape") + (() if encoder_only else ("net_options",)):
         if mine[key] != theirs[key]:
             raise ConfigError(f"--init {run_dir} has {key} {theirs[key]!r}, this run {mine[key]!r}; start from a "
                               f"run of the same kind, network and image shape (only the kind's options may differ)")
     state, expected = model.adapt_initial_state(source.state_dict()), model.state_dict()
-    if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
+
+    def fits(keys) -> bool:
+        return all(k in state and state[k].shape == expected[k].shape for k in keys)
+
+    if state.keys() == expected.keys() and fits(expected):
+        model.load_state_dict(state)
+        return
+    encoder = [k for k in expected if k.startswith("encoder.")]
+    if not encoder_only:
         raise ConfigError(f"--init {run_dir}: its weights do not fit this model (an option changes the layers); "
                           "start from a run with the same options that shape the model")
-    model.load_state_dict(state)
+    if not encoder or not fits(encoder):
+        raise ConfigError(f"--init {run_dir}: expected its encoder to fit this model's (--freeze-encoder keeps it), "
+                          "found other layers; change only the options that shape the decoder")
+    model.load_state_dict({k: state[k] for k in encoder}, strict=False)
