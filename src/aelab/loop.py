@@ -128,9 +128,10 @@ def quality(model: Autoencoder, x: torch.Tensor, noise: Noise, name: str = "vali
         given, what = psnr(target, target.mean(0, keepdim=True).expand_as(target)), "the mean image"
         text = f"quality on {n} {name} images: reconstruction PSNR {output:.2f} dB (the mean image: {given:.2f} dB)"
     worse = output < given
-    warning = None if not worse else (f"the trained model's output is worse than {what} on the {name} images (PSNR {output:.2f} dB "
-               f"against {given:.2f} dB): it has not learned yet; train longer (--epochs), on more images "
-               "(--limit), or with --schedule onecycle")
+    warning = None if not worse else (
+        f"the trained model's output is worse than {what} on the {name} images (PSNR {output:.2f} dB against "
+        f"{given:.2f} dB): it has not learned yet; train longer (--epochs), on more images (--limit), or with "
+        "--schedule onecycle")
     return {"images": n, "kind": "denoising" if what == "noisy" else "reconstruction", "input_psnr": round(given, 3),
             "output_psnr": round(output, 3), "worse": worse, "text": text, "warning": warning}
 
