@@ -46,6 +46,10 @@ UNET_FT = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2", "--e
            "--out", "{dir}/unet-blind2-ft0.2"]
 UNET_FT8 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2-ft0.2", "--epochs", "8", "--lr", "1e-3",
             "--seed", "1", "--out", "{dir}/unet-ft8"]
+UNET_FT24 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-ft8", "--epochs", "16", "--lr", "1e-3",
+             "--seed", "2", "--out", "{dir}/unet-ft24"]
+UNET_FT36 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-ft24", "--epochs", "12", "--lr", "5e-4",
+             "--seed", "3", "--out", "{dir}/unet-ft36"]
 
 
 def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
@@ -61,6 +65,8 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
     "codec-el-0.007": codec_step("codec-el-0.007", 0.007, 2, init="codec-0.007", element=True),
     "codec-0.002": codec_step("codec-0.002", 0.002, 3, init="codec-0.025"),
     "codec-el-0.002": codec_step("codec-el-0.002", 0.002, 2, init="codec-0.002", element=True),
+    # one command, from scratch, straight to a density per element
+    "codec-el-0.06-1cmd": codec_step("codec-el-0.06-1cmd", 0.06, 18, lr="1.5e-3", element=True),
 }
 
 
@@ -71,7 +77,9 @@ def codec(name, run, chain, purpose, minutes, weights="float32"):
 
 
 ENTRIES += [
-    codec("codec-250b", "codec-0.04", ["codec-0.04"], "learned codec, about 250 bytes per image (lambda 0.04)", 13.2),
+    codec("codec-215b", "codec-el-0.06-1cmd", ["codec-el-0.06-1cmd"],
+          "learned codec, about 215 bytes per image (lambda 0.06, a density per latent element, one command)", None,
+          weights="float16"),
     codec("codec-200b", "codec-0.025", ["codec-0.04", "codec-0.025"],
           "learned codec, about 190 bytes per image (lambda 0.025)", 21.5),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
@@ -85,9 +93,10 @@ ENTRIES += [
      "purpose": "the strongest blind denoiser: a U-Net (widths 32-64-128) trained on noise factors drawn from [0, 0.5]",
      "steps": [UNET_BLIND], "result": "{dir}/unet-blind2", "cpu_minutes": None,
      "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "weights": "float16"},
-    {"name": "denoiser-unet-0.2", "run": "unet-ft8", "profile": "denoiser",
-     "purpose": "the strongest denoiser at noise 0.2: the blind U-Net fine-tuned 3 + 8 epochs at that level only",
-     "steps": [UNET_BLIND, UNET_FT, UNET_FT8], "result": "{dir}/unet-ft8", "cpu_minutes": None,
+    {"name": "denoiser-unet-0.2", "run": "unet-ft36", "profile": "denoiser",
+     "purpose": "the strongest denoiser at noise 0.2: the blind U-Net fine-tuned 3 + 8 + 16 + 12 epochs at that "
+                "level only",
+     "steps": [UNET_BLIND, UNET_FT, UNET_FT8, UNET_FT24, UNET_FT36], "result": "{dir}/unet-ft36", "cpu_minutes": None,
      "settings": {"noise_factors": [0.1, 0.2, 0.3, 0.5]}, "weights": "float16"},
 ]
 
