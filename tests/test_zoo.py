@@ -35,7 +35,7 @@ def test_the_zoo_ships_models_within_its_size_budget():
         size = sum(p.stat().st_size for p in folder.iterdir())
         assert max(p.stat().st_size for p in folder.iterdir()) <= 2_000_000, f"{name}: a file over 2 MB"
         total += size
-    assert total <= 20_000_000, f"the zoo weighs {total / 1e6:.1f} MB, over 20 MB"
+    assert total <= 15_000_000, f"the zoo weighs {total / 1e6:.1f} MB, over its budget of 15 MB"
 
 
 @pytest.mark.parametrize("name", NAMES)
