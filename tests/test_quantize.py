@@ -86,6 +86,8 @@ def test_bad_specs_and_damaged_packed_tensors_are_one_line_errors():
     q = quantize_state({"w": torch.randn(64, 100)}, spec="int3")
     with pytest.raises(ConfigError, match=r"expected w as quantised values .* found 2399 bytes for 6400 values of 3 bits"):
         dequantize_state({**q, "w#int3": q["w#int3"][1:]})
+    with pytest.raises(ConfigError, match=r"found 2400 bytes for 6400 values of 3 bits"):
+        dequantize_state({**q, "w#shape": torch.tensor([-64, -100])})
     with pytest.raises(ConfigError, match=r"found torch.uint8 values without a shape; the file is damaged"):
         dequantize_state({k: v for k, v in q.items() if k != "w#shape"})
     with pytest.raises(ConfigError, match=r"found w#shape without its quantised values"):

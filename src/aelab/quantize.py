@@ -19,6 +19,7 @@ tensors comes back unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -110,8 +111,8 @@ def dequantize_state(state: dict[str, torch.Tensor], source: str = "the weights"
             if q.dtype != torch.uint8 or q.ndim != 1 or shape_t is None or shape_t.ndim != 1:
                 raise _damaged(source, name, f"{q.dtype} values {'without' if shape_t is None else 'with'} a shape")
             shape = tuple(int(d) for d in shape_t)
-            count = int(torch.tensor(shape).prod()) if shape else 1
-            if len(q) != (count * bits + 7) // 8:
+            count = math.prod(shape)
+            if min(shape, default=0) < 0 or len(q) != (count * bits + 7) // 8:
                 raise _damaged(source, name, f"{len(q)} bytes for {count} values of {bits} bits")
             values = (_unpack(q, bits, count) - (2 ** (bits - 1) - 1)).float()
         rows = shape[0] if len(shape) > 1 else 1

@@ -66,6 +66,7 @@ def weight_format(spec: str) -> Callable:
     parse_spec(spec)
     return lambda state: quantize_state(state, spec=spec)
 
+
 PROFILES: dict[str, Callable] = {}
 register_profile = registrar(PROFILES)
 
