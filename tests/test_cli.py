@@ -100,6 +100,13 @@ def test_help_and_version_do_not_import_torch():
 # -- a Ctrl-C during start-up (issue "careless and hostile use", item 9) -------------------
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _as_at_a_terminal():
+    """Ctrl-C as in a terminal: a shell starts a background job (`make test &`) with SIGINT
+    ignored, which its children inherit and Python then leaves alone."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 # The child sends itself SIGINT when it starts importing MODULE, as a Ctrl-C at that moment
 # would: then it starts aelab the way ENTRY says.
 _CTRL_C_AT_IMPORT = """
@@ -139,7 +146,7 @@ def test_ctrl_c_while_starting_is_one_line(fake_fashion, tmp_path, module, entry
     code = _CTRL_C_AT_IMPORT.format(module=module, data=str(fake_fashion), out=str(tmp_path / "r"),
                                     entry=ENTRIES[entry])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": SRC})
+                          env={**os.environ, "PYTHONPATH": SRC}, preexec_fn=_as_at_a_terminal)
     _one_interrupted_line(proc)
     assert not (tmp_path / "r").exists()
 
@@ -148,7 +155,8 @@ def test_ctrl_c_a_moment_after_start(fake_fashion, tmp_path):
     """A real Ctrl-C a moment after `python -m aelab train` started, while torch loads."""
     proc = subprocess.Popen([sys.executable, "-m", "aelab", "train", "--data", str(fake_fashion), "--epochs", "1",
                              "--out", str(tmp_path / "r"), "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC},
+                            preexec_fn=_as_at_a_terminal)
     # wait until torch's library is being mapped (the interpreter runs aelab and is importing
     # torch), not a fixed delay: on a loaded machine 0.3 s can fall before Python handles SIGINT
     maps = Path(f"/proc/{proc.pid}/maps")
