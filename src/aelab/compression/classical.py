@@ -196,7 +196,7 @@ class WebP(PillowCodec):
 class AVIF(PillowCodec):
     fmt = "AVIF"
     label = "AVIF file"
-    default_params = (0, 10, 20, 30, 40, 50, 60, 75)
+    default_params = (0, 10, 20, 30, 40, 50, 60, 75, 80, 85, 90)
     requires = ("PIL.AvifImagePlugin", "Pillow >= 11.3 built with libavif")
 
     @classmethod
