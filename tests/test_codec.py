@@ -331,62 +331,6 @@ def test_element_prior_stream_round_trips_and_matches_its_rate(fitted_element):
     assert float((p.max(1).values - p.min(1).values).max()) > 1e-3
 
 
-# -- the tied prior: per-element densities as shared-per-channel parameters plus offsets ------
-
-def test_tied_prior_starts_as_its_channel_prior_and_trains_both_parts(fitted):
-    model = _model(prior="tied")
-    d = model.density
-    c, h, w = model.code_shape
-    assert d.channels == c * h * w and d.tied == h * w
-    assert d.matrices[0].shape[0] == c and all(o.shape[0] == c * h * w for o in d.offsets)
-    # a channel run's densities become the shared parameters: the same rates as that run
-    model.load_state_dict(model.adapt_initial_state(fitted.state_dict()))
-    y = byte_stream.latents(fitted, _images(30, seed=6))
-    with torch.no_grad():
-        assert torch.allclose(model.latent_bits(y), fitted.latent_bits(y), rtol=1e-5)
-    # an offset moves one density only; a shared parameter moves all of its channel's positions
-    with torch.no_grad():
-        before = d.likelihood(torch.zeros(d.channels, 1)).squeeze(1)
-        d.offsets[len(d.matrices)][7].add_(0.3)           # the first layer's bias of density 7
-        after = d.likelihood(torch.zeros(d.channels, 1)).squeeze(1)
-        changed = (after - before).abs() > 1e-7
-        assert changed.nonzero().flatten().tolist() == [7]
-        d.biases[0][1].add_(0.3)                          # channel 1's shared bias
-        moved = (d.likelihood(torch.zeros(d.channels, 1)).squeeze(1) - after).abs() > 1e-7
-        assert moved.nonzero().flatten().tolist() == list(range(h * w, 2 * h * w))
-    model.train()
-    model.loss(_images(8), _images(8))["loss"].backward()
-    assert d.matrices[0].grad.abs().sum() > 0 and d.offsets[0].grad.abs().sum() > 0
-
-
-def test_tied_prior_codes_like_the_element_prior_it_equals(fitted):
-    """The tied model's effective densities copied into an element model give the same
-    tables and the same bytes: the stream cannot tell the two apart."""
-    from aelab.train import TrainConfig, fit
-
-    tied = _model(lmbda=0.01, prior="tied")
-    tied.load_state_dict(tied.adapt_initial_state(fitted.state_dict()))
-    fit(tied, _images(96, seed=1), None, TrainConfig(epochs=3, batch_size=32, lr=3e-3, progress=False, threads=1))
-    tied.eval().finalise()
-    element = _model(lmbda=0.01, prior="element")
-    state = {k: v for k, v in tied.state_dict().items() if not k.startswith("density.")}
-    layers = list(zip(*[(m, b, a) for m, b, a in tied.density._raw()]))
-    for name, values in zip(("matrices", "biases", "factors"), layers):
-        for k, v in enumerate(values):
-            if v is not None:
-                state[f"density.{name}.{k}"] = v.detach()
-    element.load_state_dict(state)
-    element.eval().finalise()
-    for key in cm.TABLE_KEYS:
-        assert torch.equal(getattr(element, key), getattr(tied, key))
-    x = _images(50, seed=3)
-    stream = byte_stream.compress(tied, x)
-    assert torch.equal(byte_stream.decompress(stream, tied), byte_stream.reconstruct(tied, x))
-    other = byte_stream.compress(element, x)  # the same payload; only the model id (and so the CRC) differ
-    start = byte_stream.read_header(stream)["payload_offset"]
-    assert len(other) == len(stream) and other[start:] == stream[start:]
-
-
 # -- portable streams: the integer tables are stored, never recomputed ----------------------
 
 def test_tables_are_stored_integers_that_survive_save_and_load(fitted, tmp_path):

@@ -35,13 +35,8 @@ latent element, channel x position: still a factorised prior, tied to the image 
 for data where the statistics of a latent depend on where it sits; on Fashion-MNIST's
 centred objects it costs ~11% fewer bytes for the same latents). For a vector code, as
 the dense network's, the two are the same.
-``"tied"`` is the element prior parameterised as its channel's shared parameters plus
-a per-element offset (zero at the start): the same family of densities, stored and coded
-as the element prior's, but every position's data trains the shared part, so a run from
-scratch learns the densities faster (the offsets then refine them per position).
 ``aelab train --init`` of an element-prior run from a channel-prior one copies each
-channel's density to every position; of a tied run, it makes them the shared parameters
-(:meth:`LearnedCodec.adapt_initial_state`).
+channel's density to every position (:meth:`LearnedCodec.adapt_initial_state`).
 
 The density (appendix 6.1) of each channel is c(v) = sigmoid(f_K(... f_1(v))), with
 f_k(v) = h_k(softplus(H_k) v + b_k), h_k(t) = t + tanh(a_k) tanh(t) (k < K), h_K the
@@ -78,7 +73,6 @@ TABLE_RADIUS = 4096         # coding tables are searched over the integers -RADI
 TABLE_TAIL = 2.0 ** -24     # probability mass cut from each tail of a density's table
 TABLE_GRID = 2 ** 40        # table probabilities are integers: multiples of 1 / TABLE_GRID
 TABLE_KEYS = ("table_lo", "table_sizes", "table_counts")  # the coding tables' buffers
-PRIORS = ("channel", "element", "tied")  # what one density models (see the module docstring)
 
 
 # -- GDN -------------------------------------------------------------------------------
@@ -206,48 +200,27 @@ class FactorizedDensity(nn.Module):
     # must follow the transforms within a few thousand steps on a CPU, not the ~10^6 of the papers.
     PARAM_SCALE = 10.0
 
-    def __init__(self, channels: int, filters=(3, 3, 3), init_scale: float = 10.0, tied: int = 1):
+    def __init__(self, channels: int, filters=(3, 3, 3), init_scale: float = 10.0):
         super().__init__()
-        if tied < 1 or channels % tied:
-            raise ConfigError(f"expected the densities ({channels}) to split into groups of {tied}")
         self.channels = channels
-        self.tied = tied
         dims = (1,) + tuple(filters) + (1,)
         scale = init_scale ** (1 / (len(filters) + 1))
         self.matrices = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.factors = nn.ParameterList()
         k_ = self.PARAM_SCALE
-        shared = channels // tied  # with tied > 1: the shared parameters, one set per group
         for k in range(len(filters) + 1):
             init = math.log(math.expm1(1 / scale / dims[k + 1]))
-            self.matrices.append(nn.Parameter(torch.full((shared, dims[k + 1], dims[k]), init / k_)))
-            self.biases.append(nn.Parameter((torch.rand(shared, dims[k + 1], 1) - 0.5) / k_))
+            self.matrices.append(nn.Parameter(torch.full((channels, dims[k + 1], dims[k]), init / k_)))
+            self.biases.append(nn.Parameter((torch.rand(channels, dims[k + 1], 1) - 0.5) / k_))
             if k < len(filters):
-                self.factors.append(nn.Parameter(torch.zeros(shared, dims[k + 1], 1)))
-        if tied > 1:  # each density's own offsets, zero at the start: every density begins as its group's
-            self.offsets = nn.ParameterList(torch.zeros(channels, *p.shape[1:]) for p in self.matrices)
-            self.offsets.extend(torch.zeros(channels, *p.shape[1:]) for p in self.biases)
-            self.offsets.extend(torch.zeros(channels, *p.shape[1:]) for p in self.factors)
-
-    def _raw(self):
-        """The raw (matrix, bias, factor or None) of each layer, one row per density."""
-        layers = len(self.matrices)
-        ms, bs = list(self.matrices), list(self.biases)
-        fs = list(self.factors) + [None]
-        if self.tied > 1:
-            def own(p, o):
-                return p.repeat_interleave(self.tied, dim=0) + o
-            off = list(self.offsets)
-            ms = [own(p, o) for p, o in zip(ms, off[:layers])]
-            bs = [own(p, o) for p, o in zip(bs, off[layers:2 * layers])]
-            fs = [own(p, o) for p, o in zip(fs[:-1], off[2 * layers:])] + [None]
-        return list(zip(ms, bs, fs))
+                self.factors.append(nn.Parameter(torch.zeros(channels, dims[k + 1], 1)))
 
     def _params(self, dtype, detach: bool = False):
         """(softplus(H_k), b_k, tanh(a_k) or None) per layer, in ``dtype``."""
         out = []
-        for m, b, a in self._raw():
+        for k, (m, b) in enumerate(zip(self.matrices, self.biases)):
+            a = self.factors[k] if k < len(self.factors) else None
             if detach:
                 m, b, a = m.detach().cpu(), b.detach().cpu(), None if a is None else a.detach().cpu()
             m, b = m.to(dtype) * self.PARAM_SCALE, b.to(dtype) * self.PARAM_SCALE
@@ -299,7 +272,7 @@ class LearnedCodec(Autoencoder):
     def __init__(self, input_shape, net: str = "gdn", net_options=None, reconstruction: str = "mse",
                  lmbda: float = 0.01,                  # distortion weight: larger = more bytes, more dB
                  straight_through: bool = True,        # decoder sees round(y) (mixed quantisation) or y + u
-                 prior: str = "channel"):              # one density per latent channel, per element, or tied
+                 prior: str = "channel"):              # one density per latent channel, or per element
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         if reconstruction == "psnr":
             raise ConfigError("the codec weighs a distortion against bits, expected reconstruction l1, mse or bce, "
@@ -309,8 +282,8 @@ class LearnedCodec(Autoencoder):
             raise ConfigError(f"expected lmbda (--lambda) > 0, found {lmbda!r}; e.g. --lambda 0.01")
         if straight_through not in (True, False):
             raise ConfigError(f"expected straight_through true or false, found {straight_through!r}")
-        if prior not in PRIORS:
-            raise ConfigError(f"expected prior {', '.join(PRIORS)}, found {prior!r}; e.g. --option prior=element")
+        if prior not in ("channel", "element"):
+            raise ConfigError(f"expected prior channel or element, found {prior!r}; e.g. --option prior=element")
         if len(self.code_shape) not in (1, 3):
             raise ConfigError(f"the codec needs a vector or (C, H, W) code, the {net} network gives "
                               f"{self.code_shape}; use --net gdn")
@@ -319,9 +292,7 @@ class LearnedCodec(Autoencoder):
         self.prior = prior
         self.latent_channels = int(self.code_shape[0])
         self.positions = math.prod(self.code_shape[1:])
-        per_element = prior != "channel"
-        self.density = FactorizedDensity(self.latent_channels * (self.positions if per_element else 1),
-                                         tied=self.positions if prior == "tied" else 1)
+        self.density = FactorizedDensity(self.latent_channels * (self.positions if prior == "element" else 1))
         # The range coder's tables, as integers, computed once by finalise() and saved with the
         # weights: compress and decompress read them and never evaluate the float density, so a
         # stream decodes on any machine (another BLAS, thread count, GPU) to the same integers.
@@ -412,10 +383,6 @@ class LearnedCodec(Autoencoder):
             for key, value in state.items():
                 if key.startswith("density.") and value.shape[0] * self.positions == self.density.channels:
                     state[key] = value.repeat_interleave(self.positions, dim=0)
-        if self.prior == "tied":  # a channel run's densities are the shared parameters; the offsets start at 0
-            for key, value in self.state_dict().items():
-                if key.startswith("density.offsets.") and key not in state:
-                    state[key] = torch.zeros_like(value)
         return state
 
     def loss(self, x_in, x_target):
