@@ -69,6 +69,9 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
     "codec-el-0.002": codec_step("codec-el-0.002", 0.002, 2, init="codec-0.002", element=True),
     # one command, from scratch, straight to a density per element
     "codec-el-0.06-1cmd": codec_step("codec-el-0.06-1cmd", 0.06, 18, lr="1.5e-3", element=True),
+    # from it, a few epochs at another rate (the shipped runs started from its float16 zoo weights)
+    "el-0.04-ft": codec_step("el-0.04-ft", 0.04, 4, lr="5e-4", init="codec-el-0.06-1cmd", element=True),
+    "el-0.15-ft": codec_step("el-0.15-ft", 0.15, 5, lr="5e-4", init="codec-el-0.06-1cmd", element=True),
 }
 
 
@@ -82,8 +85,12 @@ ENTRIES += [
     codec("codec-215b", "codec-el-0.06-1cmd", ["codec-el-0.06-1cmd"],
           "learned codec, about 215 bytes per image (lambda 0.06, a density per latent element, one command)", None,
           weights="float16"),
-    codec("codec-200b", "codec-0.025", ["codec-0.04", "codec-0.025"],
-          "learned codec, about 190 bytes per image (lambda 0.025)", 21.5),
+    codec("codec-200b", "el-0.04-ft", ["codec-el-0.06-1cmd", "el-0.04-ft"],
+          "learned codec, about 195 bytes per image (lambda 0.04, a density per latent element)", None,
+          weights="float16"),
+    codec("codec-265b", "el-0.15-ft", ["codec-el-0.06-1cmd", "el-0.15-ft"],
+          "learned codec, about 265 bytes per image (lambda 0.15, a density per latent element)", None,
+          weights="float16"),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
           "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None,
           weights="float16"),  # 2.04 MB in float32: its 1,024 densities and their tables
