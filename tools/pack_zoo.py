@@ -86,7 +86,7 @@ ENTRIES += [
           "learned codec, about 215 bytes per image (lambda 0.06, a density per latent element, one command)", None,
           weights="float16"),
     codec("codec-200b", "el-0.04-ft", ["codec-el-0.06-1cmd", "el-0.04-ft"],
-          "learned codec, about 195 bytes per image (lambda 0.04, a density per latent element)", None,
+          "learned codec, about 190 bytes per image (lambda 0.04, a density per latent element)", None,
           weights="float16"),
     codec("codec-265b", "el-0.15-ft", ["codec-el-0.06-1cmd", "el-0.15-ft"],
           "learned codec, about 265 bytes per image (lambda 0.15, a density per latent element)", None,
