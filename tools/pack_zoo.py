@@ -42,16 +42,19 @@ ENTRIES = [
 UNET = ["train", "--kind", "denoising", "--net", "unet", "--net-option", "widths=[32,64,128]", "--batch-size", "128",
         "--schedule", "onecycle", "--amp", "bf16", "--seed", "0", *COMMON]
 UNET_BLIND = [*UNET, "--noise", "gaussian:0-0.5", "--epochs", "8", "--lr", "3e-3", "--out", "{dir}/unet-blind2"]
-UNET_FT = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2", "--epochs", "3", "--lr", "1e-3",
-           "--out", "{dir}/unet-blind2-ft0.2"]
-UNET_FT8 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-blind2-ft0.2", "--epochs", "8", "--lr", "1e-3",
-            "--seed", "1", "--out", "{dir}/unet-ft8"]
-UNET_FT24 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-ft8", "--epochs", "16", "--lr", "1e-3",
-             "--seed", "2", "--out", "{dir}/unet-ft24"]
-UNET_FT36 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-ft24", "--epochs", "12", "--lr", "5e-4",
-             "--seed", "3", "--out", "{dir}/unet-ft36"]
-UNET_FT44 = [*UNET, "--noise", "gaussian:0.2", "--init", "{dir}/unet-ft36", "--epochs", "8", "--lr", "3e-4",
-             "--seed", "4", "--out", "{dir}/unet-ft44"]
+
+
+def unet_step(name, init, epochs, lr, seed=None):
+    """A fine-tune at noise 0.2 from the run ``init``."""
+    return [*UNET, "--noise", "gaussian:0.2", "--init", f"{{dir}}/{init}", "--epochs", str(epochs), "--lr", lr,
+            *(["--seed", str(seed)] if seed is not None else []), "--out", f"{{dir}}/{name}"]
+
+
+UNET_FT = unet_step("unet-blind2-ft0.2", "unet-blind2", 3, "1e-3")
+UNET_FT8 = unet_step("unet-ft8", "unet-blind2-ft0.2", 8, "1e-3", seed=1)
+UNET_FT24 = unet_step("unet-ft24", "unet-ft8", 16, "1e-3", seed=2)
+UNET_FT36 = unet_step("unet-ft36", "unet-ft24", 12, "5e-4", seed=3)
+UNET_FT44 = unet_step("unet-ft44", "unet-ft36", 8, "3e-4", seed=4)
 
 
 def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
