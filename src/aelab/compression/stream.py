@@ -44,11 +44,14 @@ from ..errors import ConfigError, DataError
 from ..images import png_bytes, read_images
 from ..metrics import psnr, ssim
 from ..models.codec import TABLE_GRID, LearnedCodec
+from ..models.context import scale_table
 
 MAGIC = b"AEL"
 VERSION = 2                 # 2: the checksum covers the header too; integer tables stored with the model
 CHUNK = 256                 # images per encode/decode call: fixed, so results never depend on N
 _ESCAPE_BYTES = 2           # an escaped latent's distance beyond the table, in bytes
+GAUSS_RADIUS = 2048         # a context codec's Gaussians code -RADIUS..RADIUS around round(mean), then escapes
+SCALES = scale_table()      # its Gaussians' scales, by index
 # hard limits on what a header may claim, checked before anything is allocated
 MAX_IMAGES = 1_000_000      # images in one stream
 MAX_SIDE = 4096             # each dimension of the image and latent shapes
@@ -94,7 +97,7 @@ def tables(model) -> list[tuple[int, np.ndarray]]:
 def _min_payload_bytes(model, n: int) -> float:
     """The fewest bytes a stream of ``n`` images can take: each coded symbol costs at least
     -log2 of its density's largest probability."""
-    per_density = n * int(np.prod(model.code_shape, dtype=np.int64)) // model.density.channels
+    per_density = n * model.by_density(torch.zeros((1,) + tuple(model.code_shape))).shape[1]
     bits = sum(-np.log2(p.max()) for _, p in tables(model)) * per_density
     return bits / 8
 
@@ -167,12 +170,9 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
-    """Range-code integer latents (N, *latent_shape) under the model's density -> uint32 words."""
-    c = _constriction()
-    by_density = model.by_density(y_hat.detach().cpu()).numpy().astype(np.int64)  # (D, N * P)
-    encoder = c.stream.queue.RangeEncoder()
-    tabs = tables(model)
+def _encode_tabled(c, encoder, tabs, by_density: np.ndarray) -> None:
+    """Values (D, M) under the D integer tables: the symbols density by density, then the
+    escapes in density order: side (0 = above hi, 1 = below lo), then the distance in bytes."""
     escaped = []
     for (lo, probs), values in zip(tabs, by_density):
         esc = len(probs) - 1
@@ -181,7 +181,6 @@ def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
         escaped.append(values[outside])
         symbols = np.where(outside, esc, symbols).astype(np.int32)
         encoder.encode(symbols, c.stream.model.Categorical(probs, perfect=False))
-    # escapes, in channel order: side (0 = above hi, 1 = below lo), then the distance in bytes
     sides, dists = [], []
     for (lo, probs), values in zip(tabs, escaped):
         hi = lo + len(probs) - 2
@@ -193,30 +192,32 @@ def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
             raise DataError(f"a latent lies {int(dist.max())} beyond its table, more than the stream can hold; "
                             "the model is broken (retrain it)")
         encoder.encode(side, c.stream.model.Uniform(2))
-        for k in reversed(range(_ESCAPE_BYTES)):
-            encoder.encode(((dist >> (8 * k)) & 0xFF).astype(np.int32), c.stream.model.Uniform(256))
-    return encoder.get_compressed()
+        _encode_distance(c, encoder, dist)
 
 
-def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> torch.Tensor:
-    """The inverse of :func:`encode_latents`: integer latents (n, *latent_shape) as float32."""
-    c = _constriction()
-    decoder = c.stream.queue.RangeDecoder(words)
-    densities = model.density.channels
-    count = n * int(np.prod(latent_shape, dtype=np.int64)) // densities  # values per density
-    tabs = tables(model)
+def _encode_distance(c, encoder, dist: np.ndarray) -> None:
+    for k in reversed(range(_ESCAPE_BYTES)):
+        encoder.encode(((dist >> (8 * k)) & 0xFF).astype(np.int32), c.stream.model.Uniform(256))
+
+
+def _decode_distance(c, decoder, count: int) -> np.ndarray:
+    dist = np.zeros(count, np.int64)
+    for _ in range(_ESCAPE_BYTES):
+        dist = (dist << 8) | decoder.decode(c.stream.model.Uniform(256), count).astype(np.int64)
+    return dist
+
+
+def _decode_tabled(c, decoder, tabs, count: int) -> list[np.ndarray]:
+    """The inverse of :func:`_encode_tabled`: ``count`` values per table."""
     values, escapes = [], []
     for lo, probs in tabs:
         symbols = decoder.decode(c.stream.model.Categorical(probs, perfect=False), count).astype(np.int64)
-        esc = symbols == len(probs) - 1
+        escapes.append(symbols == len(probs) - 1)
         values.append(symbols + lo)
-        escapes.append(esc)
     total = int(sum(int(e.sum()) for e in escapes))
     if total:
         side = decoder.decode(c.stream.model.Uniform(2), total).astype(np.int64)
-        dist = np.zeros(total, np.int64)
-        for _ in range(_ESCAPE_BYTES):
-            dist = (dist << 8) | decoder.decode(c.stream.model.Uniform(256), total).astype(np.int64)
+        dist = _decode_distance(c, decoder, total)
         k = 0
         for (lo, probs), v, esc in zip(tabs, values, escapes):
             m = int(esc.sum())
@@ -225,8 +226,72 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
                 s, d = side[k:k + m], dist[k:k + m]
                 v[esc] = np.where(s == 1, lo - 1 - d, hi + 1 + d)
                 k += m
-    y = np.moveaxis(np.stack(values).reshape(densities, n, -1), 0, 1).reshape((n,) + tuple(latent_shape))
-    return torch.from_numpy(y.astype(np.float32)).contiguous()
+    return values
+
+
+def _gaussian_args(model, y_hat: torch.Tensor, k: int):
+    """Slice k's integer centres round(mu), and the Gaussians' offsets and scales, flat (exact: see
+    :meth:`aelab.models.context.ChannelContext.exact`)."""
+    parts = [model.context.exact(y_hat[i:i + CHUNK], k) for i in range(0, len(y_hat), CHUNK)]  # per image: exact
+    mu, index = torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
+    centre = torch.round(mu)
+    return centre.flatten().numpy(), (mu - centre).flatten().numpy(), np.asarray(SCALES)[index.flatten().numpy()]
+
+
+def _encode_gaussian(c, encoder, model, y_hat: torch.Tensor, k: int) -> None:
+    """Slice k >= 1 of a context codec: y_hat - round(mu) under the Gaussian of offset mu - round(mu)
+    on -GAUSS_RADIUS..GAUSS_RADIUS (the two ends also mean "this far or further": the rest follows)."""
+    a, b = model.context.bounds[k]
+    centre, offset, scale = _gaussian_args(model, y_hat, k)
+    d = y_hat[:, a:b].double().flatten().numpy() - centre
+    symbols = np.clip(d, -GAUSS_RADIUS, GAUSS_RADIUS).astype(np.int32)
+    encoder.encode(symbols, c.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS), offset, scale)
+    far = np.abs(symbols) == GAUSS_RADIUS
+    if far.any():
+        _encode_distance(c, encoder, (np.abs(d[far]) - GAUSS_RADIUS).astype(np.int64))
+
+
+def _decode_gaussian(c, decoder, model, y_hat: torch.Tensor, k: int) -> None:
+    """The inverse of :func:`_encode_gaussian`, into ``y_hat`` (float64) in place."""
+    a, b = model.context.bounds[k]
+    centre, offset, scale = _gaussian_args(model, y_hat, k)
+    d = decoder.decode(c.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS), offset, scale).astype(np.int64)
+    far = np.abs(d) == GAUSS_RADIUS
+    if far.any():
+        d[far] = np.sign(d[far]) * (GAUSS_RADIUS + _decode_distance(c, decoder, int(far.sum())))
+    y_hat[:, a:b] = torch.from_numpy((d + centre).reshape(y_hat[:, a:b].shape))
+
+
+def encode_latents(model, y_hat: torch.Tensor) -> np.ndarray:
+    """Range-code integer latents (N, *latent_shape) under the model's density -> uint32 words.
+    Prior "context": slice 0 under the tables (with its escapes), then each later slice under
+    its Gaussians, predicted from the slices before it."""
+    c = _constriction()
+    y_hat = y_hat.detach().cpu()
+    encoder = c.stream.queue.RangeEncoder()
+    _encode_tabled(c, encoder, tables(model), model.by_density(y_hat).numpy().astype(np.int64))
+    if model.context is not None:
+        for k in range(1, model.slices):
+            _encode_gaussian(c, encoder, model, y_hat, k)
+    return encoder.get_compressed()
+
+
+def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> torch.Tensor:
+    """The inverse of :func:`encode_latents`: integer latents (n, *latent_shape) as float32."""
+    c = _constriction()
+    decoder = c.stream.queue.RangeDecoder(words)
+    densities = model.density.channels
+    first = model.latent_channels if model.context is None else model.context.first
+    per_image = first * int(np.prod(latent_shape[1:], dtype=np.int64)) if len(latent_shape) > 1 else first
+    values = _decode_tabled(c, decoder, tables(model), n * per_image // densities)
+    head = np.moveaxis(np.stack(values).reshape(densities, n, -1), 0, 1).reshape((n, first) + tuple(latent_shape[1:]))
+    if model.context is None:
+        return torch.from_numpy(head.astype(np.float32)).contiguous()
+    y = torch.zeros((n,) + tuple(latent_shape), dtype=torch.float64)
+    y[:, :first] = torch.from_numpy(head)
+    for k in range(1, model.slices):
+        _decode_gaussian(c, decoder, model, y, k)
+    return y.float().contiguous()
 
 
 def compress(model, images: torch.Tensor) -> bytes:

@@ -65,6 +65,7 @@ from ..errors import ConfigError
 from ..losses import reconstruction_loss
 from ..nets import ClampST, NetPair, activation, halved, register_net, transpose_padding
 from .base import Autoencoder, register_model
+from .context import ChannelContext, gaussian_likelihood
 
 _PEDESTAL = 2.0 ** -36
 LIKELIHOOD_BOUND = 1e-9      # smallest probability of a latent in the rate term (as CompressAI)
@@ -272,7 +273,8 @@ class LearnedCodec(Autoencoder):
     def __init__(self, input_shape, net: str = "gdn", net_options=None, reconstruction: str = "mse",
                  lmbda: float = 0.01,                  # distortion weight: larger = more bytes, more dB
                  straight_through: bool = True,        # decoder sees round(y) (mixed quantisation) or y + u
-                 prior: str = "channel"):              # one density per latent channel, or per element
+                 prior: str = "channel",               # one density per latent channel, per element, or context
+                 slices: int = 4):                     # prior "context": the channel slices
         super().__init__(input_shape, net=net, net_options=net_options, reconstruction=reconstruction)
         if reconstruction == "psnr":
             raise ConfigError("the codec weighs a distortion against bits, expected reconstruction l1, mse or bce, "
@@ -282,8 +284,9 @@ class LearnedCodec(Autoencoder):
             raise ConfigError(f"expected lmbda (--lambda) > 0, found {lmbda!r}; e.g. --lambda 0.01")
         if straight_through not in (True, False):
             raise ConfigError(f"expected straight_through true or false, found {straight_through!r}")
-        if prior not in ("channel", "element"):
-            raise ConfigError(f"expected prior channel or element, found {prior!r}; e.g. --option prior=element")
+        if prior not in ("channel", "element", "context"):
+            raise ConfigError(f"expected prior channel, element or context, found {prior!r}; "
+                              "e.g. --option prior=element")
         if len(self.code_shape) not in (1, 3):
             raise ConfigError(f"the codec needs a vector or (C, H, W) code, the {net} network gives "
                               f"{self.code_shape}; use --net gdn")
@@ -292,7 +295,20 @@ class LearnedCodec(Autoencoder):
         self.prior = prior
         self.latent_channels = int(self.code_shape[0])
         self.positions = math.prod(self.code_shape[1:])
-        self.density = FactorizedDensity(self.latent_channels * (self.positions if prior == "element" else 1))
+        self.slices = slices
+        self.context = None
+        coded = self.latent_channels  # the channels the factorised density codes
+        if prior == "context":
+            if len(self.code_shape) != 3:
+                raise ConfigError(f"prior context needs a (C, H, W) code, the {net} network gives {self.code_shape}; "
+                                  "use --net gdn")
+            if not (isinstance(slices, int) and not isinstance(slices, bool) and slices >= 2
+                    and self.latent_channels % slices == 0):
+                raise ConfigError(f"expected slices an integer >= 2 dividing the {self.latent_channels} latent "
+                                  f"channels, found {slices!r}; e.g. --option slices=4")
+            self.context = ChannelContext(self.latent_channels, tuple(self.code_shape[1:]), slices)
+            coded = self.context.first
+        self.density = FactorizedDensity(coded * (self.positions if prior in ("element", "context") else 1))
         # The range coder's tables, as integers, computed once by finalise() and saved with the
         # weights: compress and decompress read them and never evaluate the float density, so a
         # stream decodes on any machine (another BLAS, thread count, GPU) to the same integers.
@@ -361,28 +377,54 @@ class LearnedCodec(Autoencoder):
         """The codec's reconstruction: decode(round(encode(x)))."""
         return self.decode(self.quantize(self.encode(x)))
 
+    def options(self) -> dict:
+        """The kind's hyper-parameters; ``slices`` only with prior "context" (so the configs, and
+        the stream's model ids, of the other priors are what they were before it existed)."""
+        options = super().options()
+        if self.prior != "context":
+            options.pop("slices")
+        return options
+
     def by_density(self, y: torch.Tensor) -> torch.Tensor:
         """(N, C, ...) -> (D, N * P): the values each of the D densities models, P per image
         (prior "channel": D = C, P = positions; "element": D = C * positions, P = 1, in
-        C-major order). The byte stream codes the latents in this order."""
+        C-major order; "context": the element order of slice 0's channels only). The byte
+        stream codes the latents in this order."""
         d = self.density.channels
+        if self.context is not None:
+            y = y[:, :self.context.first]
         return y.reshape(len(y), d, -1).transpose(0, 1).reshape(d, -1)
 
-    def latent_bits(self, y: torch.Tensor) -> torch.Tensor:
-        """-log2 p(y) of each image (N,), with p the density convolved with U(-1/2, 1/2)."""
+    def latent_bits(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """-log2 p(y) of each image (N,), with p the density convolved with U(-1/2, 1/2).
+        Prior "context": the later slices' Gaussians are predicted from ``context``, the
+        decoded latents (default ``y``; in training round(y) while ``y`` carries the noise)."""
         p = self.density.likelihood(self.by_density(y)).clamp_min(LIKELIHOOD_BOUND)  # (D, N * P)
-        bits = -torch.log2(p).reshape(self.density.channels, len(y), -1)
-        return bits.sum((0, 2))
+        bits = -torch.log2(p).reshape(self.density.channels, len(y), -1).sum((0, 2))
+        if self.context is None:
+            return bits
+        mu, sigma = self.context(y if context is None else context)
+        p = gaussian_likelihood(y[:, self.context.first:], mu, sigma).clamp_min(LIKELIHOOD_BOUND)
+        return bits - torch.log2(p).flatten(1).sum(1)
 
     def adapt_initial_state(self, state: dict) -> dict:
-        """Weights of a run with ``prior="channel"`` start an ``"element"`` model: each channel's
-        density is copied to its every position (``aelab train --init``)."""
+        """Weights of another prior's run start this model (``aelab train --init``): a channel
+        prior's densities are copied to every position of an element or context model; the
+        densities of slice 0's elements are taken from an element model; a context model's
+        predictor starts afresh when the source has none."""
         state = {k: v for k, v in state.items() if k not in TABLE_KEYS}  # derived: finalise() recomputes them
         state.update({k: getattr(self, k) for k in TABLE_KEYS})
-        if self.prior == "element":
-            for key, value in state.items():
-                if key.startswith("density.") and value.shape[0] * self.positions == self.density.channels:
-                    state[key] = value.repeat_interleave(self.positions, dim=0)
+        own = self.state_dict()
+        for key, value in list(state.items()):
+            if self.prior == "channel" or not key.startswith("density.") or key not in own:
+                continue  # a channel prior takes only a channel prior's densities
+            if value.shape[0] == self.latent_channels:
+                value = value.repeat_interleave(self.positions, dim=0)  # a channel prior's densities
+            state[key] = value[:own[key].shape[0]]                      # slice 0 is C-major first
+        if self.context is not None:
+            for key, value in own.items():
+                if key.startswith("context.") and key not in state:
+                    state[key] = value
         return state
 
     def loss(self, x_in, x_target):
@@ -393,7 +435,7 @@ class LearnedCodec(Autoencoder):
             y_dec = _RoundST.apply(y) if self.straight_through else y_rate
         else:                                                          # what the stream codes
             y_rate = y_dec = y_hat
-        rate = self.latent_bits(y_rate).mean()                         # bits per image
+        rate = self.latent_bits(y_rate, y_dec).mean()                  # bits per image
         x_hat = self.decode(y_dec)
         distortion = reconstruction_loss(x_hat, x_target, self.reconstruction)
         bpp = rate / (self.input_shape[1] * self.input_shape[2])
