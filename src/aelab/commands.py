@@ -27,7 +27,7 @@ KINDS = {
                    "train_samples, binarize, reconstruction (the likelihood: bce|mse|l1), prior=standard|vamp, "
                    "pseudo_inputs, autoregressive=true|false (bce: each pixel also sees the pixels before it)",
     "codec": "learned image codec (rate + lambda * distortion); options lmbda, straight_through, "
-             "prior=channel|element, reconstruction",
+             "prior=channel|element|context, slices (context), reconstruction",
 }
 NETS = {
     "conv": "the Keras tutorial's Conv2d encoder / ConvTranspose2d decoder; channels, latent_dim, code_activation",
