@@ -57,10 +57,10 @@ UNET_FT36 = unet_step("unet-ft36", "unet-ft24", 12, "5e-4", seed=3)
 UNET_FT44 = unet_step("unet-ft44", "unet-ft36", 8, "3e-4", seed=4)
 
 
-def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False):
+def codec_step(name, lmbda, epochs, lr="1e-3", init=None, element=False, context=False):
+    prior = ["--option", "prior=element"] if element else ["--option", "prior=context"] if context else []
     return [*CODEC, "--lambda", str(lmbda), "--epochs", str(epochs), "--lr", lr,
-            *(["--init", f"{{dir}}/{init}"] if init else []), *(["--option", "prior=element"] if element else []),
-            "--out", f"{{dir}}/{name}"]
+            *(["--init", f"{{dir}}/{init}"] if init else []), *prior, "--out", f"{{dir}}/{name}"]
 
 
 CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained for the zoo
@@ -72,9 +72,10 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
     "codec-el-0.002": codec_step("codec-el-0.002", 0.002, 2, init="codec-0.002", element=True),
     # one command, from scratch, straight to a density per element
     "codec-el-0.06-1cmd": codec_step("codec-el-0.06-1cmd", 0.06, 18, lr="1.5e-3", element=True),
-    # from it, a few epochs at another rate (the shipped runs started from its float16 zoo weights)
-    "el-0.04-ft": codec_step("el-0.04-ft", 0.04, 4, lr="5e-4", init="codec-el-0.06-1cmd", element=True),
-    "el-0.15-ft": codec_step("el-0.15-ft", 0.15, 5, lr="5e-4", init="codec-el-0.06-1cmd", element=True),
+    # from it, a few epochs under the channel-conditional prior at another rate
+    "ctx-0.05-ft": codec_step("ctx-0.05-ft", 0.05, 5, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
+    "ctx-0.25-ft": codec_step("ctx-0.25-ft", 0.25, 5, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
+    "ctx-0.5-ft": codec_step("ctx-0.5-ft", 0.5, 6, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
 }
 
 
@@ -85,14 +86,16 @@ def codec(name, run, chain, purpose, minutes, weights="float32"):
 
 
 ENTRIES += [
-    codec("codec-215b", "codec-el-0.06-1cmd", ["codec-el-0.06-1cmd"],
-          "learned codec, about 215 bytes per image (lambda 0.06, a density per latent element, one command)", None,
+    # the channel-conditional prior, a few epochs from the element run (the shipped runs started from its
+    # float16 zoo weights, `--init zoo:codec-215b`, while that was in the zoo)
+    codec("codec-200b", "ctx-0.05-ft", ["codec-el-0.06-1cmd", "ctx-0.05-ft"],
+          "learned codec, about 180 bytes per image (lambda 0.05, the channel-conditional context prior)", None,
           weights="float16"),
-    codec("codec-200b", "el-0.04-ft", ["codec-el-0.06-1cmd", "el-0.04-ft"],
-          "learned codec, about 190 bytes per image (lambda 0.04, a density per latent element)", None,
+    codec("codec-265b", "ctx-0.25-ft", ["codec-el-0.06-1cmd", "ctx-0.25-ft"],
+          "learned codec, about 265 bytes per image (lambda 0.25, the channel-conditional context prior)", None,
           weights="float16"),
-    codec("codec-265b", "el-0.15-ft", ["codec-el-0.06-1cmd", "el-0.15-ft"],
-          "learned codec, about 265 bytes per image (lambda 0.15, a density per latent element)", None,
+    codec("codec-300b", "ctx-0.5-ft", ["codec-el-0.06-1cmd", "ctx-0.5-ft"],
+          "learned codec, about 300 bytes per image (lambda 0.5, the channel-conditional context prior)", None,
           weights="float16"),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
           "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None,
