@@ -38,8 +38,8 @@ the dense network's, the two are the same.
 ``"context"`` (:mod:`aelab.models.context`) is the channel-conditional model of Minnen &
 Singh 2020 without a hyperprior: the channels are cut into ``slices``; slice 0 is coded
 under element densities, each later slice under Gaussians whose means and scales a small
-network predicts from the slices decoded before it (on Fashion-MNIST ~13% fewer bytes than
-the element prior at the same quality, docs/compression.md).
+network predicts from the slices decoded before it (on Fashion-MNIST 14-15% fewer bytes than
+the element prior at the same PSNR, docs/compression.md).
 ``aelab train --init`` of an element-prior run from a channel-prior one copies each
 channel's density to every position; a context run takes slice 0's densities from either
 (:meth:`LearnedCodec.adapt_initial_state`).

@@ -47,23 +47,10 @@ def scale_table() -> tuple[float, ...]:
     return tuple(float(f"{SCALE_MIN * 2 ** (k / STEPS_PER_OCTAVE):.6g}") for k in range(SCALE_LEVELS))
 
 
-class _LowerBound(torch.autograd.Function):
-    """max(v, bound), the gradient passed where v >= bound or where descent raises v."""
-
-    @staticmethod
-    def forward(ctx, v, bound):
-        ctx.save_for_backward(v)
-        ctx.bound = bound
-        return v.clamp_min(bound)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (v,) = ctx.saved_tensors
-        return grad * ((v >= ctx.bound) | (grad < 0)).to(grad.dtype), None
-
-
 def gaussian_likelihood(v: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The mass of N(mu, sigma^2) on [v - 1/2, v + 1/2], on the side of the mean where it does not cancel."""
+    from .codec import _LowerBound  # here: codec imports this module
+
     d = (v - mu).abs()
     s = _LowerBound.apply(sigma, SCALE_MIN) * math.sqrt(2.0)
     return 0.5 * torch.erfc((d - 0.5) / s) - 0.5 * torch.erfc((d + 0.5) / s)
