@@ -32,16 +32,19 @@ def _images(n=12, seed=0):
     return x
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """A codec fitted for a few seconds on blobs (a real density, not the initial one)."""
+def fit_on_blobs(model):
+    """``model`` fitted for a few seconds on blobs (a real density, not the initial one), finalised."""
     from aelab.train import TrainConfig, fit
 
-    model = _model(lmbda=0.01)
     fit(model, _images(192, seed=1), None, TrainConfig(epochs=20, batch_size=32, lr=3e-3, schedule="onecycle",
                                                       progress=False, threads=1))
     model.finalise()  # as train_run does when training ends: the integer coding tables
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_on_blobs(_model(lmbda=0.01))
 
 
 def test_integer_latents_round_trip_exactly_with_escapes(fitted):

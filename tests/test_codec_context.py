@@ -11,8 +11,9 @@ from aelab.compression import stream as byte_stream
 from aelab.errors import ConfigError
 from aelab.models import build_model
 from aelab.models import context as cx
+from test_codec import _images, fit_on_blobs
 
-SHAPE = (1, 12, 12)
+SHAPE = (1, 12, 12)  # test_codec's blobs
 NET = {"channels": 8, "latent_channels": 8, "stages": 2}  # a (8, 3, 3) latent: slices of 2 channels
 
 
@@ -21,24 +22,9 @@ def _model(seed=0, **options):
     return build_model("codec", SHAPE, net="gdn", net_options=NET, prior="context", **options).eval()
 
 
-def _images(n=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, *SHAPE)
-    for i in range(n):
-        r, c = torch.randint(0, 6, (2,), generator=g).tolist()
-        x[i, 0, r:r + 5, c:c + 6] = 0.3 + 0.7 * torch.rand((), generator=g)
-    return x
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    from aelab.train import TrainConfig, fit
-
-    model = _model(lmbda=0.01)
-    fit(model, _images(192, seed=1), None, TrainConfig(epochs=20, batch_size=32, lr=3e-3, schedule="onecycle",
-                                                      progress=False, threads=1))
-    model.finalise()
-    return model.eval()
+    return fit_on_blobs(_model(lmbda=0.01))
 
 
 def test_options_and_bad_slices():
