@@ -30,6 +30,11 @@ def fitted():
 def test_options_and_bad_slices():
     model = _model(slices=2)
     assert model.config()["options"]["slices"] == 2 and model.density.channels == 4 * 9  # slice 0: 4 channels x 3 x 3
+    x = _images(6)
+    torch.manual_seed(1)
+    two = model.loss(x, x)["loss"]
+    torch.manual_seed(1)
+    assert not torch.equal(two, _model(slices=4).loss(x, x)["loss"])  # the option acts on the loss
     element = build_model("codec", SHAPE, net="gdn", net_options=NET, prior="element")
     assert "slices" not in element.config()["options"]  # configs (and stream model ids) of the other priors unchanged
     for bad in (3, 1, 0, "4", True):

@@ -32,7 +32,9 @@ CONTEXT = {("sparse", "sparsity_target"): {"penalty": "kl"},
            ("contractive", "projections"): {"jacobian": "projection"},
            ("variational", "pseudo_inputs"): {"prior": "vamp"}}
 # options that by definition do nothing on some network: checked to change nothing there
-INERT = {("codec", "prior", "dense")}  # a vector code: each element is its own channel already
+INERT = {("codec", "prior", "dense"),  # a vector code: each element is its own channel already
+         ("codec", "slices", "dense"), ("codec", "slices", "conv")}  # only prior=context on a feature map:
+# tests/test_codec_context.py::test_options_and_bad_slices checks that it acts there
 # options whose new weights start at zero, so that the loss is the same until they move
 STARTS_AT_ZERO = {("variational", "autoregressive"): "ar_lower"}
 
