@@ -32,6 +32,11 @@ def _images(n=12, seed=0):
     return x
 
 
+def coded_bits(stream: bytes) -> int:
+    """The range coder's bits in a stream: all but its header."""
+    return 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
+
+
 def fit_on_blobs(model):
     """``model`` fitted for a few seconds on blobs (a real density, not the initial one), finalised."""
     from aelab.train import TrainConfig, fit
@@ -84,7 +89,7 @@ def test_rate_term_matches_the_coded_length(fitted):
     with torch.no_grad():
         terms = fitted.loss(x, x)  # eval mode: the rounded latents, the stream's ideal length
     stream = byte_stream.compress(fitted, x)
-    payload_bits = 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
+    payload_bits = coded_bits(stream)
     ideal = float(terms["rate"]) * len(x)
     assert 20 < float(terms["rate"]) < 400, "a density that learned something"
     assert payload_bits == pytest.approx(ideal, rel=0.03)
@@ -325,7 +330,7 @@ def test_element_prior_stream_round_trips_and_matches_its_rate(fitted_element):
     assert torch.equal(byte_stream.decompress(stream, m), byte_stream.reconstruct(m, x))
     with torch.no_grad():
         ideal = float(m.loss(x, x)["rate"]) * len(x)
-    payload_bits = 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
+    payload_bits = coded_bits(stream)
     assert payload_bits == pytest.approx(ideal, rel=0.03)
     # the densities moved apart from their shared start: positions are modelled separately
     d = m.density

@@ -11,7 +11,7 @@ from aelab.compression import stream as byte_stream
 from aelab.errors import ConfigError
 from aelab.models import build_model
 from aelab.models import context as cx
-from test_codec import _images, fit_on_blobs
+from test_codec import _images, coded_bits, fit_on_blobs
 
 SHAPE = (1, 12, 12)  # test_codec's blobs
 NET = {"channels": 8, "latent_channels": 8, "stages": 2}  # a (8, 3, 3) latent: slices of 2 channels
@@ -102,7 +102,7 @@ def test_stream_round_trips_with_escapes_and_costs_what_the_model_says(fitted):
     assert torch.equal(byte_stream.decompress(stream, fitted), byte_stream.reconstruct(fitted, x))
     with torch.no_grad():
         ideal = float(fitted.loss(x, x)["rate"]) * len(x)
-    payload_bits = 8 * (len(stream) - byte_stream.read_header(stream)["payload_offset"])
+    payload_bits = coded_bits(stream)
     assert 20 < ideal / len(x) < 400
     assert payload_bits == pytest.approx(ideal, rel=0.03)  # the scales' rounding and the coder cost little
     # latents far outside every table and Gaussian (clamped at +-32767): exact

@@ -94,11 +94,15 @@ def tables(model) -> list[tuple[int, np.ndarray]]:
     return [(lo, counts.numpy().astype(np.float64) / TABLE_GRID) for lo, counts in model.coding_tables()]
 
 
+def _per_density(model, n: int, latent_shape) -> int:
+    """How many values each table codes in a stream of ``n`` images (the layout of ``by_density``)."""
+    return n * model.by_density(torch.zeros((1,) + tuple(latent_shape))).shape[1]
+
+
 def _min_payload_bytes(model, n: int) -> float:
     """The fewest bytes a stream of ``n`` images can take: each coded symbol costs at least
     -log2 of its density's largest probability."""
-    per_density = n * model.by_density(torch.zeros((1,) + tuple(model.code_shape))).shape[1]
-    bits = sum(-np.log2(p.max()) for _, p in tables(model)) * per_density
+    bits = sum(-np.log2(p.max()) for _, p in tables(model)) * _per_density(model, n, model.code_shape)
     return bits / 8
 
 
@@ -282,8 +286,7 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
     decoder = c.stream.queue.RangeDecoder(words)
     densities = model.density.channels
     first = model.latent_channels if model.context is None else model.context.first
-    per_image = first * int(np.prod(latent_shape[1:], dtype=np.int64)) if len(latent_shape) > 1 else first
-    values = _decode_tabled(c, decoder, tables(model), n * per_image // densities)
+    values = _decode_tabled(c, decoder, tables(model), _per_density(model, n, latent_shape))
     head = np.moveaxis(np.stack(values).reshape(densities, n, -1), 0, 1).reshape((n, first) + tuple(latent_shape[1:]))
     if model.context is None:
         return torch.from_numpy(head.astype(np.float32)).contiguous()
