@@ -4,6 +4,7 @@ the headline table interpolates correctly, and the report shows the section."""
 
 import importlib
 import io
+import json
 import math
 import struct
 import types
@@ -225,9 +226,9 @@ def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
     runner = importlib.import_module("aelab.compression.rd")  # the module (aelab.compression.rd is the function)
     monkeypatch.setattr(runner, "load_codec", lambda run: calls.append(("load", str(run))) or
                         types.SimpleNamespace(run=str(run), lmbda=0.01))
-    monkeypatch.setattr(runner, "rd_point", lambda model, images: (calls.append(("rd", images.shape, images.dtype)) or
-                                                                   {"bytes_per_image": 90.0 + len(calls), "psnr": 27.0,
-                                                                    "ssim": 0.9, "stream_bytes": 900}))
+    monkeypatch.setattr(runner, "rd_point", lambda model, images, refine: (
+        calls.append(("rd", images.shape, images.dtype, refine)) or
+        {"bytes_per_image": 90.0 + len(calls), "psnr": 27.0, "ssim": 0.9, "stream_bytes": 900}))
     run = tmp_path / "codec"
     run.mkdir()
     (run / "config.json").write_text('{"format_version": 1, "model": {"kind": "codec", "input_shape": [1, 28, 28], '
@@ -235,8 +236,24 @@ def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
     result = compression.rate_distortion(torch.from_numpy(_batch(3)).float() / 255, methods=[], runs=[run],
                                          progress=False)
     pts = result["methods"]["aelab"]["points"]
-    assert calls[0] == ("load", str(run)) and calls[1] == ("rd", (3, 1, 28, 28), torch.float32)
-    assert pts[0]["param"] == 0.01 and pts[0]["stream_bytes"] == 900 and pts[0]["psnr"] == 27.0
+    assert calls[0] == ("load", str(run)) and calls[1] == ("rd", (3, 1, 28, 28), torch.float32, 0)
+    assert pts[0]["param"] == 0.01 and pts[0]["stream_bytes"] == 900 and pts[0]["psnr"] == 27.0 and pts[0]["refine"] == 0
+    return run, calls
+
+
+def test_update_replaces_the_learned_points_of_the_runs_measured_again(tmp_path, monkeypatch, fake_fashion):
+    run, calls = test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((run / "config.json").read_text())
+    out = tmp_path / "rd"
+    compression.rd(out, runs=[run, other], methods=[], data=fake_fashion, limit=3, progress=False)
+    first = json.loads((out / "rd.json").read_text())["methods"]["aelab"]["points"]
+    assert len(first) == 2, first
+    compression.rd(out, runs=[other], methods=[], data=fake_fashion, limit=3, progress=False, update=True, refine=7)
+    pts = json.loads((out / "rd.json").read_text())["methods"]["aelab"]["points"]
+    assert sorted((p["run"], p["refine"]) for p in pts) == [(str(run), 0), (str(other), 7)]
+    assert calls[-1][-1] == 7 and [p["bytes_per_image"] for p in pts] == sorted(p["bytes_per_image"] for p in pts)
 
 
 def test_pareto_front_drops_points_beaten_with_fewer_bytes():

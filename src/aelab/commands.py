@@ -364,7 +364,14 @@ def _rd_args(p):
     p.add_argument("--train-limit", type=int, default=None, help="training images PCA is fitted on (default all)")
     _common_io(p, "runs/rd", "output folder, or a run directory", threads=1)
     p.add_argument("--update", action="store_true",
-                   help="keep the other methods already in OUT/rd.json (measured on the same images)")
+                   help="keep the other methods and codec runs already in OUT/rd.json (measured on the same images)")
+    _refine_arg(p)
+
+
+def _refine_arg(p):
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="the codec's encoder search: STEPS gradient steps an image for fewer bytes at a better "
+                        "picture (e.g. 30; slower to compress, any decoder reads it; default 0: none)")
 
 
 def _rd(args, command_line):
@@ -375,7 +382,7 @@ def _rd(args, command_line):
     methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
     result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
                 train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
-                command=command_line)
+                command=command_line, refine=args.refine)
     write_report(args.out, command=command_line)
     print(rd_headline_markdown(result))
     print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
@@ -385,12 +392,13 @@ def _compress_args(p):
     p.add_argument("--run", required=True, help="a run directory of the codec kind")
     p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
     p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
+    _refine_arg(p)
 
 
 def _compress(args, command_line):
     from .compression.stream import compress_files  # heavy: torch; optional: constriction
 
-    info = compress_files(args.run, args.inputs, args.out)
+    info = compress_files(args.run, args.inputs, args.out, refine=args.refine)
     print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
           f"({info['bytes_per_image']:.1f} per image, header included)")
 

@@ -76,18 +76,20 @@ def measure_codec(codec: ImageCodec, images_u8: np.ndarray, param, _cache: dict 
     return point
 
 
-def learned_points(runs, images, progress: bool = True) -> list[dict]:
+def learned_points(runs, images, progress: bool = True, refine: int = 0) -> list[dict]:
     """One point per codec run directory (aelab's learned codec, :mod:`aelab.compression.stream`),
-    its ``param`` the run's lambda (the model's ``lmbda``)."""
+    its ``param`` the run's lambda (the model's ``lmbda``); ``refine``: the encoder's search
+    (steps an image, :mod:`aelab.compression.refine`)."""
     points = []
     for run in runs:
         t = time.perf_counter()
         model = load_codec(run)
-        r = rd_point(model, images)
+        r = rd_point(model, images, refine)
         points.append({"param": model.lmbda, "run": str(run),
                        "bytes_per_image": round(float(r["bytes_per_image"]), 3), "psnr": round(float(r["psnr"]), 4),
                        "ssim": round(float(r["ssim"]), 5), "lossless": False, "files": 1,
-                       "stream_bytes": int(r["stream_bytes"]), "seconds": round(time.perf_counter() - t, 2)})
+                       "stream_bytes": int(r["stream_bytes"]), "refine": refine,
+                       "seconds": round(time.perf_counter() - t, 2)})
         if progress:
             print(f"aelab rd: {run}: {points[-1]['bytes_per_image']:.1f} B/image, {points[-1]['psnr']:.2f} dB",
                   file=sys.stderr, flush=True)
@@ -95,13 +97,14 @@ def learned_points(runs, images, progress: bool = True) -> list[dict]:
 
 
 def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None, params: dict | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, refine: int = 0) -> dict:
     """The rate-distortion points of each method on ``images`` (float NCHW, k/255 in [0, 1]).
 
     ``methods``: codec names of :data:`CODECS` (those not installed are skipped and listed);
     ``runs``: run directories of aelab's learned codec, one point each (the ``"aelab"``
     row); ``train_images``: clean training images for the codecs that learn (PCA);
-    ``params``: ``{method: [parameter, ...]}`` to replace a default sweep. Returns
+    ``params``: ``{method: [parameter, ...]}`` to replace a default sweep; ``refine``: the
+    learned codec's encoder search, steps an image (0: none). Returns
     ``{"test_images", "methods": {name: {label, param_name, lossless, counts, points:
     [{param, bytes_per_image, psnr, ssim, ...}]}}, "skipped"}``; a lossless point has
     ``psnr`` None (infinite).
@@ -146,7 +149,7 @@ def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None,
         x = torch.from_numpy(u).float() / 255.0
         result["methods"][LEARNED] = {"label": "aelab codec (learned)", "param_name": "lambda", "lossless": False,
                                       "counts": "the whole stream, header included", "points":
-                                      learned_points(runs, x, progress)}
+                                      learned_points(runs, x, progress, refine)}
     return result
 
 
@@ -157,12 +160,12 @@ def _same_images(old: dict, new: dict) -> bool:
 
 def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=None, train_limit: int | None = None,
        params: dict | None = None, update: bool = False, threads: int | None = 1, progress: bool = True,
-       command: str | None = None) -> dict:
+       command: str | None = None, refine: int = 0) -> dict:
     """Measure the methods (and the learned codec runs) on the test images; write
     ``out/rd.json``, ``out/rd.md``, ``out/figures/rd_psnr.png`` and ``rd_ssim.png`` (the
     caller writes the report: :func:`aelab.report.write_report`, as ``aelab rd`` does).
     ``update`` keeps the other methods of an existing ``rd.json`` measured on the same
-    images (to add a row without redoing all)."""
+    images, and the learned codec's points of other runs (to add a row or a run without redoing all)."""
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -175,7 +178,8 @@ def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=Non
     if any(m in CODECS and CODECS[m].needs_training for m in methods):
         train = load_dataset(data, "train", limit=train_limit).x
     t = time.perf_counter()
-    result = rate_distortion(test.x, methods=methods, runs=runs, train_images=train, params=params, progress=progress)
+    result = rate_distortion(test.x, methods=methods, runs=runs, train_images=train, params=params, progress=progress,
+                             refine=refine)
     result.update({"data": None if data is None else str(data), "limit": limit,
                    "seconds": round(time.perf_counter() - t, 1), "command": command})
     path = run_file(out, "rd.json")
@@ -186,6 +190,11 @@ def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=Non
                               f"{old.get('limit')}, data {old.get('data')}); drop --update or match --limit/--data")
         merged = {k: v for k, v in old.get("methods", {}).items() if k not in result["methods"]}
         merged.update(result["methods"])
+        if LEARNED in result["methods"] and LEARNED in old.get("methods", {}):  # other runs' points stay
+            fresh = {p["run"] for p in result["methods"][LEARNED]["points"]}
+            kept = [p for p in old["methods"][LEARNED]["points"] if p.get("run") not in fresh]
+            merged[LEARNED]["points"] = sorted(kept + result["methods"][LEARNED]["points"],
+                                               key=lambda p: p["bytes_per_image"])
         order = [*DEFAULT_METHODS, *CODECS, LEARNED]  # the usual row order, whatever order they were measured in
         result["methods"] = dict(sorted(merged.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
         result["commands"] = [c for c in [*old.get("commands", [old.get("command")]), command] if c]

@@ -45,9 +45,11 @@ from ..images import png_bytes, read_images
 from ..metrics import psnr, ssim
 from ..models.codec import TABLE_GRID, LearnedCodec
 from ..models.context import scale_table
+from .refine import refine_latents
 
 MAGIC = b"AEL"
 VERSION = 2                 # 2: the checksum covers the header too; integer tables stored with the model
+MAX_REFINE = 10000          # the encoder's search: at most this many steps an image
 CHUNK = 256                 # images per encode/decode call: fixed, so results never depend on N
 _ESCAPE_BYTES = 2           # an escaped latent's distance beyond the table, in bytes
 GAUSS_RADIUS = 2048         # a context codec's Gaussians code -RADIUS..RADIUS around round(mean), then escapes
@@ -113,11 +115,24 @@ def _run_chunks(fn, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i:i + CHUNK].contiguous()) for i in range(0, len(x), CHUNK)])
 
 
-def latents(model, images: torch.Tensor) -> torch.Tensor:
-    """The integer latents round(encode(x)) (as float32, clamped as the model quantises), in chunks."""
+def latents(model, images: torch.Tensor, refine: int = 0) -> torch.Tensor:
+    """The integer latents round(encode(x)) (as float32, clamped as the model quantises), in chunks;
+    with ``refine`` > 0, each image's searched for that many steps (:mod:`.refine`)."""
     model = _check_codec(model)
+    refine = _check_refine(refine)
     with _eval(model):
-        return _run_chunks(lambda b: model.quantize(model.encode(b)), images.float().cpu())
+        x = images.float().cpu()
+        if not refine:
+            return _run_chunks(lambda b: model.quantize(model.encode(b)), x)
+        return torch.cat([refine_latents(model, x[i:i + CHUNK].contiguous(), refine, seed=i // CHUNK)
+                          for i in range(0, len(x), CHUNK)])
+
+
+def _check_refine(refine) -> int:
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE:
+        raise ConfigError(f"expected refine a whole number of steps from 0 to {MAX_REFINE}, found {refine!r}; "
+                          "e.g. --refine 30 (0: the encoder's latents as they are)")
+    return refine
 
 
 def decode_latents(model, y_hat: torch.Tensor) -> torch.Tensor:
@@ -297,8 +312,9 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
     return y.float().contiguous()
 
 
-def compress(model, images: torch.Tensor) -> bytes:
-    """Images (N, C, H, W) float32 in [0, 1] -> the byte stream (header included)."""
+def compress(model, images: torch.Tensor, refine: int = 0) -> bytes:
+    """Images (N, C, H, W) float32 in [0, 1] -> the byte stream (header included); ``refine``:
+    the encoder's search, steps an image (:mod:`.refine`; any decoder reads the result)."""
     model = _check_codec(model)
     x = check_images(images, "images to compress")
     if tuple(x.shape[1:]) != model.input_shape:
@@ -306,7 +322,7 @@ def compress(model, images: torch.Tensor) -> bytes:
                         "resize them or train a codec for this shape")
     if not model.finalised:  # a model fresh from training: its integer tables, computed once
         model.finalise()
-    y_hat = latents(model, x)
+    y_hat = latents(model, x, refine)
     words = encode_latents(model, y_hat)
     payload = words.astype("<u4").tobytes()
     head = MAGIC + bytes([VERSION]) + model_id(model) + _varint(len(x))
@@ -387,11 +403,11 @@ def decompress(data: bytes, model) -> torch.Tensor:
     return decode_latents(model, y_hat)
 
 
-def rd_point(model, images: torch.Tensor) -> dict:
+def rd_point(model, images: torch.Tensor, refine: int = 0) -> dict:
     """One rate-distortion point on ``images`` (docs/protocols.md metrics): the real stream's size,
-    header included, and PSNR / SSIM of what decompress gives back."""
+    header included, and PSNR / SSIM of what decompress gives back (``refine``: as compress)."""
     x = images.float().cpu()
-    stream = compress(model, x)
+    stream = compress(model, x, refine)
     x_hat = decompress(stream, model)
     n = len(x)
     h, w = model.input_shape[1:]
@@ -423,9 +439,9 @@ def _load_inputs(inputs, shape) -> torch.Tensor:
     return check_images(read_images(inputs, c).astype(np.float32), "input images")
 
 
-def compress_files(run_dir, inputs, out_path) -> dict:
+def compress_files(run_dir, inputs, out_path, refine: int = 0) -> dict:
     """Compress image files (or one folder of images, or one .npz) with the run's codec into
-    ``out_path``; returns {"images", "bytes", "bytes_per_image", "path"}."""
+    ``out_path`` (``refine``: as :func:`compress`); returns {"images", "bytes", "bytes_per_image", "path"}."""
     model = load_codec(run_dir)
     if not model.finalised:  # a run trained before the tables were stored: compute them once, keep them
         model.finalise()
@@ -434,7 +450,7 @@ def compress_files(run_dir, inputs, out_path) -> dict:
     if tuple(x.shape[1:]) != model.input_shape:
         raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
                         "resize them or train a codec for this shape")
-    stream = compress(model, x)
+    stream = compress(model, x, refine)
     path = runs.atomic_write_bytes(out_path, stream)
     return {"images": len(x), "bytes": len(stream), "bytes_per_image": len(stream) / len(x), "path": str(path)}
 

@@ -115,8 +115,9 @@ def _codes(model, card: dict, quick: bool, data=None) -> dict:
 
 @register_profile("codec")
 def _codec(model, card: dict, quick: bool, data=None) -> dict:
-    """The real byte stream of the test images: bytes per image (header included) and the PSNR/SSIM of its decoding."""
-    point = rd_point(model, _test(quick, data).x)
+    """The real byte stream of the test images: bytes per image (header included) and the PSNR/SSIM of its
+    decoding; the card's setting ``refine`` is the encoder's search (steps an image, 0 when absent)."""
+    point = rd_point(model, _test(quick, data).x, card["settings"].get("refine", 0))
     return {"bytes_per_image": round(point["bytes_per_image"], 3), "psnr": round(point["psnr"], 4),
             "ssim": round(point["ssim"], 5)}
 
