@@ -49,6 +49,8 @@ def test_the_search_never_worsens_an_image_and_improves_the_mean(fitted):
     assert (after <= before + 1e-6).all()
     assert after.mean() < before.mean() - 1e-3 and not torch.equal(y, start)
     assert torch.equal(rf.refine_latents(fitted, x, steps=0), start)
+    with torch.inference_mode():                                        # the caller's mode does not matter
+        assert torch.equal(rf.refine_latents(fitted, x.clone(), steps=30), y)
 
 
 def test_refined_streams_are_read_by_the_plain_decoder_and_cost_less(fitted):

@@ -48,9 +48,9 @@ def refine_latents(model, x: torch.Tensor, steps: int, lr: float = 0.03, seed: i
     if steps <= 0:
         return start
     generator = torch.Generator().manual_seed(seed)
-    y = y0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([y], lr=lr)
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # a search, whatever mode the caller is in
+        x, y = x.clone(), y0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([y], lr=lr)
         for i in range(steps):
             tau = TAU_START + (TAU_END - TAU_START) * i / max(steps - 1, 1)
             loss = _objective(model, _soft_round(y, tau, generator), x).sum()
