@@ -254,6 +254,11 @@ def test_update_replaces_the_learned_points_of_the_runs_measured_again(tmp_path,
     pts = json.loads((out / "rd.json").read_text())["methods"]["aelab"]["points"]
     assert sorted((p["run"], p["refine"]) for p in pts) == [(str(run), 0), (str(other), 7)]
     assert calls[-1][-1] == 7 and [p["bytes_per_image"] for p in pts] == sorted(p["bytes_per_image"] for p in pts)
+    import shutil
+    shutil.rmtree(run)                                                  # a run gone: its point goes too
+    compression.rd(out, runs=[other], methods=[], data=fake_fashion, limit=3, progress=False, update=True)
+    pts = json.loads((out / "rd.json").read_text())["methods"]["aelab"]["points"]
+    assert [(p["run"], p["refine"]) for p in pts] == [(str(other), 0)]
 
 
 def test_pareto_front_drops_points_beaten_with_fewer_bytes():

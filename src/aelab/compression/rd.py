@@ -25,7 +25,7 @@ from ..data import check_images, load_dataset
 from ..errors import ConfigError, DataError
 from ..metrics import psnr_per_image, ssim_per_image
 from ..plots import rd_figures
-from ..runs import atomic_write_text, read_json, run_file, write_json
+from ..runs import ZOO_PREFIX, atomic_write_text, is_zoo, read_json, run_file, write_json, zoo_names
 from .classical import CODECS, DEFAULT_METHODS, ImageCodec
 from .stream import load_codec, rd_point
 from ..report.tables import rd_markdown
@@ -154,6 +154,15 @@ def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None,
 
 
 
+def _still_there(run) -> bool:
+    """Whether a measured codec run still exists (a folder, or a model of this zoo)."""
+    if not run:
+        return False
+    if is_zoo(run):
+        return str(run)[len(ZOO_PREFIX):] in zoo_names()
+    return Path(run).is_dir()
+
+
 def _same_images(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in ("test_images", "image_shape", "data", "limit"))
 
@@ -165,7 +174,8 @@ def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=Non
     ``out/rd.json``, ``out/rd.md``, ``out/figures/rd_psnr.png`` and ``rd_ssim.png`` (the
     caller writes the report: :func:`aelab.report.write_report`, as ``aelab rd`` does).
     ``update`` keeps the other methods of an existing ``rd.json`` measured on the same
-    images, and the learned codec's points of other runs (to add a row or a run without redoing all)."""
+    images, and the learned codec's points of other runs that still exist (to add a row or a run
+    without redoing all; a point of a deleted run or of a model gone from the zoo is dropped)."""
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -190,9 +200,10 @@ def rd(out, runs=(), methods=DEFAULT_METHODS, limit: int | None = None, data=Non
                               f"{old.get('limit')}, data {old.get('data')}); drop --update or match --limit/--data")
         merged = {k: v for k, v in old.get("methods", {}).items() if k not in result["methods"]}
         merged.update(result["methods"])
-        if LEARNED in result["methods"] and LEARNED in old.get("methods", {}):  # other runs' points stay
+        if LEARNED in result["methods"] and LEARNED in old.get("methods", {}):  # other runs' points stay...
             fresh = {p["run"] for p in result["methods"][LEARNED]["points"]}
-            kept = [p for p in old["methods"][LEARNED]["points"] if p.get("run") not in fresh]
+            kept = [p for p in old["methods"][LEARNED]["points"]
+                    if p.get("run") not in fresh and _still_there(p.get("run"))]  # ...while the run exists
             merged[LEARNED]["points"] = sorted(kept + result["methods"][LEARNED]["points"],
                                                key=lambda p: p["bytes_per_image"])
         order = [*DEFAULT_METHODS, *CODECS, LEARNED]  # the usual row order, whatever order they were measured in
