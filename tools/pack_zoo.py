@@ -3,7 +3,8 @@ figures are measured, what it is for, the exact chain of commands that trained i
 CPU minutes; `aelab.zoo.pack` measures the figures on the weights as shipped and writes the card.
 
     python tools/pack_zoo.py RUNS_DIR [NAME ...]
-    python tools/pack_zoo.py --remeasure NAME ...    # the shipped weights, measured again with the settings here
+    python tools/pack_zoo.py --remeasure [--rd RD_JSON] NAME ...  # the shipped weights, measured again with
+                                                                  # the settings here (codecs: full figures from rd)
 
 RUNS_DIR holds the runs the recipes wrote (the `{dir}` of each recipe).
 """
@@ -79,6 +80,7 @@ CHAIN = {  # the codec runs, each from the one before it (`--init`), as trained 
     "ctx-0.05-ft": codec_step("ctx-0.05-ft", 0.05, 5, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
     "ctx-0.25-ft": codec_step("ctx-0.25-ft", 0.25, 5, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
     "ctx-0.5-ft": codec_step("ctx-0.5-ft", 0.5, 6, lr="5e-4", init="codec-el-0.06-1cmd", context=True),
+    "ctx-1.0-ft": codec_step("ctx-1.0-ft", 1.0, 4, lr="3e-4", init="ctx-0.5-ft", context=True),
 }
 
 
@@ -100,8 +102,8 @@ ENTRIES += [
     codec("codec-265b", "ctx-0.25-ft", ["codec-el-0.06-1cmd", "ctx-0.25-ft"],
           "learned codec, about 265 bytes per image (lambda 0.25, the channel-conditional context prior)", None,
           weights="float16"),
-    codec("codec-300b", "ctx-0.5-ft", ["codec-el-0.06-1cmd", "ctx-0.5-ft"],
-          "learned codec, about 300 bytes per image (lambda 0.5, the channel-conditional context prior)", None,
+    codec("codec-315b", "ctx-1.0-ft", ["codec-el-0.06-1cmd", "ctx-0.5-ft", "ctx-1.0-ft"],
+          "learned codec, about 315 bytes per image (lambda 1.0, the channel-conditional context prior)", None,
           weights="float16"),
     codec("codec-100b", "codec-el-0.007", ["codec-0.04", "codec-0.025", "codec-0.007", "codec-el-0.007"],
           "learned codec, about 100 bytes per image (lambda 0.007, a density per latent element)", None,
@@ -167,25 +169,40 @@ def cpu_minutes(root: Path) -> dict:
     return out
 
 
-def remeasure(name: str, settings: dict) -> None:
+def rd_figures(rd_json: Path, name: str, refine: int) -> dict | None:
+    """A codec's full figures from an `aelab rd` of the whole test set that measured ``zoo:NAME``
+    with the same search (the same function, rd_point, on the same images and weights)."""
+    result = runs.read_json(rd_json)
+    if result.get("limit") is not None or result.get("data") is not None or result["test_images"] != 10000:
+        return None
+    for p in result["methods"].get("aelab", {}).get("points", []):
+        if p["run"] == runs.ZOO_PREFIX + name and p.get("refine", 0) == refine:
+            return {"bytes_per_image": p["bytes_per_image"], "psnr": p["psnr"], "ssim": p["ssim"]}
+    return None
+
+
+def remeasure(name: str, settings: dict, rd_json: Path | None = None) -> None:
     """A shipped model's card measured again with other measuring ``settings`` (e.g. a codec's
     encoder search, ``refine``), its weights, recipe and CPU minutes untouched (so the model,
-    and a codec's stream identity, stay the same)."""
+    and a codec's stream identity, stay the same). A codec's full figures can come from
+    ``rd_json`` (:func:`rd_figures`) rather than a second pass over the test set."""
     card = zoo.card(name)
     card["settings"] = {**card["settings"], **settings}
-    full = zoo.measure(runs.ZOO_PREFIX + name, card, False)
+    full = rd_figures(rd_json, name, card["settings"].get("refine", 0)) if rd_json else None
+    full = full or zoo.measure(runs.ZOO_PREFIX + name, card, False)
     quick = zoo.measure(runs.ZOO_PREFIX + name, card, True)
-    card.update({"headline": zoo.headline(card["profile"], full), "figures": {"full": full, "quick": quick},
+    card.update({"headline": zoo.headline(card["profile"], full, card["settings"]), "figures": {"full": full, "quick": quick},
                  "commit": zoo._commit()})
     card["versions"].update({"aelab": zoo.__version__, "torch": torch.__version__})
     runs.write_json(runs.ZOO_DIR / name / zoo.CARD, card)
 
 
 def main(argv):
-    if argv[:1] == ["--remeasure"]:  # python tools/pack_zoo.py --remeasure NAME ...: the entries' settings now
+    if argv[:1] == ["--remeasure"]:  # --remeasure [--rd RD_JSON] NAME ...: the entries' settings now
+        rd_json = Path(argv[2]) if argv[1:2] == ["--rd"] else None
         for e in ENTRIES:
             if e["name"] in argv[1:]:
-                remeasure(e["name"], e["settings"])
+                remeasure(e["name"], e["settings"], rd_json)
                 print(f"measured {e['name']} again: {zoo.card(e['name'])['headline']}")
         return
     root = Path(argv[0])

@@ -148,12 +148,14 @@ def listing() -> list[dict]:
     return rows
 
 
-def headline(profile: str, figures: dict) -> str:
-    """The figures a person reads first, as one short line."""
+def headline(profile: str, figures: dict, settings: dict | None = None) -> str:
+    """The figures a person reads first, as one short line (a codec's says its encoder search)."""
     if profile == "denoiser":
         return ", ".join(f"{figures[k]:.2f} dB at {k.split('@')[1]}" for k in figures if k.startswith("psnr@"))
     if profile == "codec":
-        return f"{figures['bytes_per_image']:.1f} B/image at {figures['psnr']:.2f} dB"
+        refine = (settings or {}).get("refine", 0)
+        return (f"{figures['bytes_per_image']:.1f} B/image at {figures['psnr']:.2f} dB"
+                + (f" (--refine {refine})" if refine else ""))
     text = f"PSNR {figures['psnr']:.2f} dB, kNN-5 {figures['knn5']:.4f}"
     return text + (f", IW bound {figures['iw_nll']:.2f} nats" if "iw_nll" in figures else "")
 
@@ -268,7 +270,7 @@ def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], res
              "settings": settings or {}, "weights": weights}
     full, quick = measure(runs.ZOO_PREFIX + name, card_, False, data), measure(runs.ZOO_PREFIX + name, card_, True, data)
     card_.update({
-        "headline": headline(profile, full),
+        "headline": headline(profile, full, settings),
         "figures": {"full": full, "quick": quick},
         "protocol": {"full": "the 10,000 Fashion-MNIST test images (docs/protocols.md)",
                      "quick": f"the first {QUICK_IMAGES:,} test images; kNN fitted on the first "
