@@ -226,6 +226,7 @@ def test_learned_codec_rows_use_the_codec_api(tmp_path, monkeypatch):
     runner = importlib.import_module("aelab.compression.rd")  # the module (aelab.compression.rd is the function)
     monkeypatch.setattr(runner, "load_codec", lambda run: calls.append(("load", str(run))) or
                         types.SimpleNamespace(run=str(run), lmbda=0.01))
+    monkeypatch.setattr(runner, "model_id", lambda model: model.run.encode()[-8:])
     monkeypatch.setattr(runner, "rd_point", lambda model, images, refine: (
         calls.append(("rd", images.shape, images.dtype, refine)) or
         {"bytes_per_image": 90.0 + len(calls), "psnr": 27.0, "ssim": 0.9, "stream_bytes": 900}))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from aelab import runs, zoo
+from aelab.compression import model_id
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress"]
 COMPARE = ["compare", "--epochs", "25", *COMMON, "--out", "{dir}/compare"]
@@ -170,13 +171,14 @@ def cpu_minutes(root: Path) -> dict:
 
 
 def rd_figures(rd_json: Path, name: str, refine: int) -> dict | None:
-    """A codec's full figures from an `aelab rd` of the whole test set that measured ``zoo:NAME``
-    with the same search (the same function, rd_point, on the same images and weights)."""
+    """A codec's full figures from an `aelab rd` of the whole test set that measured ``zoo:NAME``,
+    the weights shipped now (its model id), with the same search (the same function, rd_point)."""
     result = runs.read_json(rd_json)
     if result.get("limit") is not None or result.get("data") is not None or result["test_images"] != 10000:
         return None
+    ident = model_id(runs.load_model(runs.ZOO_PREFIX + name)).hex()
     for p in result["methods"].get("aelab", {}).get("points", []):
-        if p["run"] == runs.ZOO_PREFIX + name and p.get("refine", 0) == refine:
+        if p["run"] == runs.ZOO_PREFIX + name and p.get("refine", 0) == refine and p.get("model_id") == ident:
             return {"bytes_per_image": p["bytes_per_image"], "psnr": p["psnr"], "ssim": p["ssim"]}
     return None
 

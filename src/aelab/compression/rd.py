@@ -27,7 +27,7 @@ from ..metrics import psnr_per_image, ssim_per_image
 from ..plots import rd_figures
 from ..runs import ZOO_PREFIX, atomic_write_text, is_zoo, read_json, run_file, write_json, zoo_names
 from .classical import CODECS, DEFAULT_METHODS, ImageCodec
-from .stream import load_codec, rd_point
+from .stream import load_codec, model_id, rd_point
 from ..report.tables import rd_markdown
 
 
@@ -88,7 +88,7 @@ def learned_points(runs, images, progress: bool = True, refine: int = 0) -> list
         points.append({"param": model.lmbda, "run": str(run),
                        "bytes_per_image": round(float(r["bytes_per_image"]), 3), "psnr": round(float(r["psnr"]), 4),
                        "ssim": round(float(r["ssim"]), 5), "lossless": False, "files": 1,
-                       "stream_bytes": int(r["stream_bytes"]), "refine": refine,
+                       "stream_bytes": int(r["stream_bytes"]), "refine": refine, "model_id": model_id(model).hex(),
                        "seconds": round(time.perf_counter() - t, 2)})
         if progress:
             print(f"aelab rd: {run}: {points[-1]['bytes_per_image']:.1f} B/image, {points[-1]['psnr']:.2f} dB",
