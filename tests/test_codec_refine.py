@@ -68,6 +68,15 @@ def test_refined_streams_are_read_by_the_plain_decoder_and_cost_less(fitted):
     assert cost(searched) < cost(plain)
 
 
+def test_the_search_reports_progress_after_each_chunk(fitted, monkeypatch):
+    monkeypatch.setattr(byte_stream, "CHUNK", 4)
+    calls = []
+    y = byte_stream.latents(fitted, _images(10, seed=14), refine=3, progress=lambda *a: calls.append(a))
+    assert calls == [(4, 10), (8, 10), (10, 10)] and y.shape[0] == 10
+    byte_stream.latents(fitted, _images(10, seed=14), progress=lambda *a: calls.append(a))
+    assert len(calls) == 3                                             # no search, nothing to report
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, True, "30", byte_stream.MAX_REFINE + 1])
 def test_a_bad_refine_is_one_clear_error(fitted, bad):
     with pytest.raises(ConfigError, match="expected refine a whole number of steps"):
@@ -81,7 +90,11 @@ def test_cli_compress_refine(fitted, tmp_path, capsys):
     assert main(["compress", "--run", str(run), str(tmp_path / "x.npz"), "--refine", "20",
                  "--out", str(tmp_path / "a.ael")]) == 0
     assert byte_stream.decompress((tmp_path / "a.ael").read_bytes(), fitted).shape == (6, 1, 12, 12)
-    capsys.readouterr()
+    assert capsys.readouterr().err == "searched 6/6 images\n"        # the search's progress (not a terminal)
+    assert main(["compress", "--run", str(run), str(tmp_path / "x.npz"), "--refine", "20", "--no-progress",
+                 "--out", str(tmp_path / "a2.ael")]) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "a2.ael").read_bytes() == (tmp_path / "a.ael").read_bytes()
     assert main(["compress", "--run", str(run), str(tmp_path / "x.npz"), "--refine", "-3",
                  "--out", str(tmp_path / "b.ael")]) == 2
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 
 from .errors import AelabError
@@ -393,12 +394,21 @@ def _compress_args(p):
     p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
     p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
     _refine_arg(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress on stderr while --refine searches")
+
+
+def _search_progress(done: int, total: int) -> None:
+    """The search's progress on stderr: one line rewritten on a terminal, a line a chunk otherwise."""
+    end = "\r" if sys.stderr.isatty() and done < total else "\n"
+    print(f"searched {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
 def _compress(args, command_line):
     from .compression.stream import compress_files  # heavy: torch; optional: constriction
 
-    info = compress_files(args.run, args.inputs, args.out, refine=args.refine)
+    info = compress_files(args.run, args.inputs, args.out, refine=args.refine,
+                          progress=_search_progress if args.progress and args.refine else None)
     print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
           f"({info['bytes_per_image']:.1f} per image, header included)")
 

@@ -115,17 +115,22 @@ def _run_chunks(fn, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i:i + CHUNK].contiguous()) for i in range(0, len(x), CHUNK)])
 
 
-def latents(model, images: torch.Tensor, refine: int = 0) -> torch.Tensor:
+def latents(model, images: torch.Tensor, refine: int = 0, progress=None) -> torch.Tensor:
     """The integer latents round(encode(x)) (as float32, clamped as the model quantises), in chunks;
-    with ``refine`` > 0, each image's searched for that many steps (:mod:`.refine`)."""
+    with ``refine`` > 0, each image's searched for that many steps (:mod:`.refine`), and
+    ``progress(done, total)`` (if given) called after each chunk of CHUNK images."""
     model = _check_codec(model)
     refine = _check_refine(refine)
     with _eval(model):
         x = images.float().cpu()
         if not refine:
             return _run_chunks(lambda b: model.quantize(model.encode(b)), x)
-        return torch.cat([refine_latents(model, x[i:i + CHUNK].contiguous(), refine, seed=i // CHUNK)
-                          for i in range(0, len(x), CHUNK)])
+        out = []
+        for i in range(0, len(x), CHUNK):
+            out.append(refine_latents(model, x[i:i + CHUNK].contiguous(), refine, seed=i // CHUNK))
+            if progress is not None:
+                progress(min(i + CHUNK, len(x)), len(x))
+        return torch.cat(out)
 
 
 def _check_refine(refine) -> int:
@@ -312,9 +317,10 @@ def decode_latents_stream(model, words: np.ndarray, n: int, latent_shape) -> tor
     return y.float().contiguous()
 
 
-def compress(model, images: torch.Tensor, refine: int = 0) -> bytes:
+def compress(model, images: torch.Tensor, refine: int = 0, progress=None) -> bytes:
     """Images (N, C, H, W) float32 in [0, 1] -> the byte stream (header included); ``refine``:
-    the encoder's search, steps an image (:mod:`.refine`; any decoder reads the result)."""
+    the encoder's search, steps an image (:mod:`.refine`; any decoder reads the result), with
+    ``progress(done, total)`` called as :func:`latents` says."""
     model = _check_codec(model)
     x = check_images(images, "images to compress")
     if tuple(x.shape[1:]) != model.input_shape:
@@ -322,7 +328,7 @@ def compress(model, images: torch.Tensor, refine: int = 0) -> bytes:
                         "resize them or train a codec for this shape")
     if not model.finalised:  # a model fresh from training: its integer tables, computed once
         model.finalise()
-    y_hat = latents(model, x, refine)
+    y_hat = latents(model, x, refine, progress)
     words = encode_latents(model, y_hat)
     payload = words.astype("<u4").tobytes()
     head = MAGIC + bytes([VERSION]) + model_id(model) + _varint(len(x))
@@ -439,9 +445,10 @@ def _load_inputs(inputs, shape) -> torch.Tensor:
     return check_images(read_images(inputs, c).astype(np.float32), "input images")
 
 
-def compress_files(run_dir, inputs, out_path, refine: int = 0) -> dict:
+def compress_files(run_dir, inputs, out_path, refine: int = 0, progress=None) -> dict:
     """Compress image files (or one folder of images, or one .npz) with the run's codec into
-    ``out_path`` (``refine``: as :func:`compress`); returns {"images", "bytes", "bytes_per_image", "path"}."""
+    ``out_path`` (``refine``, ``progress``: as :func:`compress`); returns {"images", "bytes",
+    "bytes_per_image", "path"}."""
     model = load_codec(run_dir)
     if not model.finalised:  # a run trained before the tables were stored: compute them once, keep them
         model.finalise()
@@ -450,7 +457,7 @@ def compress_files(run_dir, inputs, out_path, refine: int = 0) -> dict:
     if tuple(x.shape[1:]) != model.input_shape:
         raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
                         "resize them or train a codec for this shape")
-    stream = compress(model, x, refine)
+    stream = compress(model, x, refine, progress)
     path = runs.atomic_write_bytes(out_path, stream)
     return {"images": len(x), "bytes": len(stream), "bytes_per_image": len(stream) / len(x), "path": str(path)}
 
