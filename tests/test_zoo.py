@@ -91,6 +91,22 @@ def test_a_damaged_zoo_file_gets_the_one_line_errors_of_a_damaged_run(tmp_path, 
     assert "\n" not in str(err.value)
 
 
+def test_remeasure_rewrites_the_card_under_new_settings_and_leaves_the_weights(tmp_path, monkeypatch, fake_fashion):
+    copy = tmp_path / "zoo"
+    shutil.copytree(runs.locate("zoo:codec-100b"), copy / "codec")
+    monkeypatch.setattr(runs, "ZOO_DIR", copy)
+    weights, before = (copy / "codec/model.safetensors").read_bytes(), zoo.card("codec")
+    given = {"bytes_per_image": 123.4, "psnr": 31.0, "ssim": 0.9}
+    card = zoo.remeasure("codec", {"refine": 2}, full=given, data=fake_fashion)
+    assert card == zoo.card("codec") and card["settings"] == {**before["settings"], "refine": 2}
+    assert card["figures"]["full"] == given and card["headline"].endswith("(--refine 2)")
+    assert card["figures"]["quick"] != before["figures"]["quick"]        # measured: 32 stand-in images
+    assert card["recipe"] == before["recipe"] and card["cpu_minutes"] == before["cpu_minutes"]
+    assert (copy / "codec/model.safetensors").read_bytes() == weights
+    measured = zoo.remeasure("codec", {}, data=fake_fashion)["figures"]   # no full given: measured too
+    assert measured["full"] == measured["quick"]                          # the stand-in's 32 images both times
+
+
 def test_verify_flags_a_figure_outside_its_tolerance():
     rows = zoo.compare_figures({"psnr@0.2": 21.90, "ssim@0.2": 0.7933, "knn5": 0.8710, "iw_nll": 235.7,
                                 "bytes_per_image": 100.0},

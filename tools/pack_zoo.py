@@ -12,8 +12,6 @@ RUNS_DIR holds the runs the recipes wrote (the `{dir}` of each recipe).
 import sys
 from pathlib import Path
 
-import torch
-
 from aelab import runs, zoo
 from aelab.compression import model_id
 
@@ -184,19 +182,10 @@ def rd_figures(rd_json: Path, name: str, refine: int) -> dict | None:
 
 
 def remeasure(name: str, settings: dict, rd_json: Path | None = None) -> None:
-    """A shipped model's card measured again with other measuring ``settings`` (e.g. a codec's
-    encoder search, ``refine``), its weights, recipe and CPU minutes untouched (so the model,
-    and a codec's stream identity, stay the same). A codec's full figures can come from
-    ``rd_json`` (:func:`rd_figures`) rather than a second pass over the test set."""
-    card = zoo.card(name)
-    card["settings"] = {**card["settings"], **settings}
-    full = rd_figures(rd_json, name, card["settings"].get("refine", 0)) if rd_json else None
-    full = full or zoo.measure(runs.ZOO_PREFIX + name, card, False)
-    quick = zoo.measure(runs.ZOO_PREFIX + name, card, True)
-    card.update({"headline": zoo.headline(card["profile"], full, card["settings"]), "figures": {"full": full, "quick": quick},
-                 "commit": zoo._commit()})
-    card["versions"].update({"aelab": zoo.__version__, "torch": torch.__version__})
-    runs.write_json(runs.ZOO_DIR / name / zoo.CARD, card)
+    """:func:`aelab.zoo.remeasure`, a codec's full figures taken from ``rd_json`` (:func:`rd_figures`)
+    when it measured these very weights, rather than a second pass over the test set."""
+    refine = {**zoo.card(name)["settings"], **settings}.get("refine", 0)
+    zoo.remeasure(name, settings, rd_figures(rd_json, name, refine) if rd_json else None)
 
 
 def main(argv):

@@ -269,9 +269,8 @@ def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], res
     card_ = {"name": name, "kind": model.kind, "net": model.net, "purpose": purpose, "profile": profile,
              "settings": settings or {}, "weights": weights}
     full, quick = measure(runs.ZOO_PREFIX + name, card_, False, data), measure(runs.ZOO_PREFIX + name, card_, True, data)
+    card_.update(_measured(card_, full, quick))
     card_.update({
-        "headline": headline(profile, full, settings),
-        "figures": {"full": full, "quick": quick},
         "protocol": {"full": "the 10,000 Fashion-MNIST test images (docs/protocols.md)",
                      "quick": f"the first {QUICK_IMAGES:,} test images; kNN fitted on the first "
                               f"{QUICK_TRAIN_CODES:,} training codes; IW bound on the first {QUICK_IW[0]} with "
@@ -281,10 +280,29 @@ def pack(run, name: str, profile: str, purpose: str, steps: list[list[str]], res
         "cpu_minutes": round(cpu_minutes, 1),
         "versions": {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "commit": _commit(),
     })
     runs.write_json(folder / CARD, card_)
     return folder
+
+
+def _measured(card_: dict, full: dict, quick: dict) -> dict:
+    """A card's fields that come from measuring it: headline, figures and the commit measured at."""
+    return {"headline": headline(card_["profile"], full, card_["settings"]), "figures": {"full": full, "quick": quick},
+            "commit": _commit()}
+
+
+def remeasure(name: str, settings: dict, full: dict | None = None, data=None) -> dict:
+    """A shipped model's card measured again under other measuring ``settings`` (e.g. a codec's
+    encoder search, ``refine``): its weights, recipe and CPU minutes untouched, so the model and
+    a codec's stream identity stay the same. ``full``: the full figures when measured already
+    (by the same function on these weights); otherwise measured here. Returns the new card."""
+    card_ = card(name)
+    card_["settings"] = {**card_["settings"], **settings}
+    full = full or measure(runs.ZOO_PREFIX + name, card_, False, data)
+    card_.update(_measured(card_, full, measure(runs.ZOO_PREFIX + name, card_, True, data)))
+    card_["versions"].update({"aelab": __version__, "torch": torch.__version__})
+    runs.write_json(runs.ZOO_DIR / name / CARD, card_)
+    return card_
 
 
 def results_markdown() -> str:
@@ -301,5 +319,5 @@ def card_json(name: str) -> str:
     return json.dumps(card(name), indent=2)
 
 
-__all__ = ["PROFILES", "TOLERANCES", "names", "card", "listing", "measure", "verify", "retrain", "pack",
+__all__ = ["PROFILES", "TOLERANCES", "names", "card", "listing", "measure", "verify", "retrain", "pack", "remeasure",
            "results_markdown", "recipe_commands", "compare_figures"]
