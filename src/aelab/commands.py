@@ -400,7 +400,9 @@ def _compress_args(p):
 
 def _search_progress(done: int, total: int) -> None:
     """The search's progress on stderr: one line rewritten on a terminal, a line a chunk otherwise."""
-    end = "\r" if sys.stderr.isatty() and done < total else "\n"
+    from .loop import _is_terminal  # the training bar's own check (a closed or odd stderr: no terminal)
+
+    end = "\r" if _is_terminal(sys.stderr) and done < total else "\n"
     print(f"searched {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
