@@ -1,0 +1,157 @@
+"""The user's files: what in a folder aelab wrote, and the one place that removes it.
+
+aelab never removes or replaces a file it did not write. It knows its own run by a marker
+(:func:`is_aelab_run`: a ``config.json`` holding aelab's ``format_version`` and
+``aelab_version`` keys) and its own files in a run by name (:data:`RUN_FILES`, the figures by
+the names aelab gives them). :func:`clear_run` removes exactly those (``--overwrite``);
+anything else in the folder stays. :func:`check_out` refuses an output folder that cannot be
+meant (empty, the filesystem's root); :func:`check_output_file` refuses to write over an
+input or over an existing file unless asked (``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
+    "config.json", "model.safetensors", "history.json", "metrics.json", "checkpoint.pt")
+PARTIAL = ("evaluation.partial.json", "evaluation.partial.npz")  # an interrupted evaluation's results
+
+# What a run's writers (train, evaluate, embed, report, explore, sample) put into it, by name:
+# --overwrite removes these and nothing else.
+RUN_FILES = (CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT, "evaluation.md", "evaluation.json", *PARTIAL,
+             "embedding_*.npz", "report.html", "explore.html")
+FIGURES = "figures"
+FIGURE_FILES = ("history.png", "samples.png", "noisy_samples.png", "denoised.png", "hardest.png",
+                "evaluate_*.png", "map_*.png", "vae_*.png", "rd_*.png")
+
+
+def check_out(out, flag: str = "--out") -> Path:
+    """``out`` as a Path, refusing what no one means as an output folder: an empty string (which
+    would be the current folder) and the filesystem's root."""
+    if out is None or str(out).strip() == "":
+        raise ConfigError(f"expected a folder for {flag}, found an empty path; name the folder, "
+                          f"e.g. {flag} runs/mine ({flag} . for the current folder)")
+    path = Path(out)
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"expected a folder of its own for {flag}, found the filesystem's root {str(out)!r}; "
+                          f"choose a folder such as {flag} runs/mine")
+    return path
+
+
+def is_aelab_run(folder) -> bool:
+    """Whether ``folder/config.json`` is one aelab wrote (its marker keys), whatever else it holds."""
+    path = Path(folder) / CONFIG
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (isinstance(config, dict) and isinstance(config.get("format_version"), int)
+            and isinstance(config.get("aelab_version"), str) and isinstance(config.get("model"), dict))
+
+
+def run_files(folder) -> list[Path]:
+    """The files of aelab's own names in ``folder`` (the figures aelab draws included, not the
+    rest of ``figures/``), in a fixed order."""
+    folder = Path(folder)
+    found = [p for pattern in RUN_FILES for p in sorted(folder.glob(pattern))]
+    figures = folder / FIGURES
+    if figures.is_dir() and not figures.is_symlink():
+        found += [p for pattern in FIGURE_FILES for p in sorted(figures.glob(pattern))]
+    return found
+
+
+def foreign_files(folder) -> list[Path]:
+    """Files with aelab's names in ``folder`` when its ``config.json`` is not aelab's (or is
+    missing): another program's (a Hugging Face model folder's ``config.json``), or the user's."""
+    folder = Path(folder)
+    if is_aelab_run(folder):
+        return []
+    return [p for p in run_files(folder) if p.name != CONFIG or p.exists()]
+
+
+def clear_run(folder) -> list[Path]:
+    """Remove aelab's own files from the aelab run in ``folder`` (:func:`run_files`); return them.
+
+    Refuses a folder whose ``config.json`` is not aelab's: nothing is removed then. An empty
+    ``figures/`` left behind goes too; one that holds the user's files stays with them.
+    """
+    folder = Path(folder)
+    if (folder / CONFIG).exists() and not is_aelab_run(folder):
+        raise ConfigError(f"expected a run written by aelab in {folder}, found a config.json that aelab did not "
+                          "write; nothing was removed: choose another --out")
+    removed = []
+    for path in run_files(folder):
+        if path.is_dir() and not path.is_symlink():
+            continue  # aelab writes files under these names, never folders: a folder is the user's
+        _unlink(path)
+        removed.append(path)
+    figures = folder / FIGURES
+    if figures.is_dir() and not figures.is_symlink():
+        try:
+            figures.rmdir()
+        except OSError:  # the user's files are in it: it stays
+            pass
+    return removed
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"could not remove {path} ({exc.strerror or exc}); check the folder's permissions "
+                          "or choose another --out") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+def check_output_file(path, inputs=(), overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """Refuse to write ``path`` over one of ``inputs`` (always), or over an existing file unless
+    ``overwrite``; return ``path``. A folder at ``path`` is refused too (a file is expected)."""
+    path = Path(path)
+    for source in inputs:
+        if os.path.lexists(path) and _same_file(path, Path(source)):
+            raise ConfigError(f"expected an output other than the inputs, found {path} among them; writing it "
+                              "would destroy that input: choose another output name")
+    if path.is_dir():
+        raise ConfigError(f"expected a file to write at {path}, found a folder; name a file in it, "
+                          f"e.g. {path / 'images.ael'}")
+    if os.path.lexists(path) and not overwrite:
+        raise ConfigError(f"expected a new file at {path}, found one already there; pass {flag} to replace it, "
+                          "or choose another name")
+    return path
+
+
+def check_output_files(paths, inputs=(), overwrite: bool = False) -> list[Path]:
+    """:func:`check_output_file` for each of ``paths``, all before any is written; the first
+    refusal names how many more were in the way."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        for source in inputs:
+            if os.path.lexists(path) and _same_file(path, Path(source)):
+                raise ConfigError(f"expected outputs other than the inputs, found {path} among them; writing it "
+                                  "would destroy that input: choose another output folder")
+    existing = [p for p in paths if os.path.lexists(p)]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ConfigError(f"expected new files, found {existing[0]}{more} already there; pass --overwrite to "
+                          "replace them, or choose another --out")
+    return paths
+
+
+__all__ = ["RUN_FILES", "FIGURE_FILES", "check_out", "is_aelab_run", "run_files", "foreign_files", "clear_run",
+           "check_output_file", "check_output_files"]
