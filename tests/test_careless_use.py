@@ -109,12 +109,13 @@ def test_training_into_an_existing_run_is_refused_unless_resume_or_overwrite(fak
     assert (run / "config.json").read_text() == before and (run / "evaluation.json").exists()
     _train(fake_fashion, run, "--kind", "undercomplete", "--overwrite")
     assert runs.read_config(run)["model"]["kind"] == "undercomplete"
-    assert not (run / "evaluation.json").exists() and not (run / "figures").exists()
-    assert not (run / "report.html").exists() and (run / "notes.txt").read_text() == "mine"
+    assert not (run / "evaluation.json").exists() and not (run / "report.html").exists()
+    # only aelab's own files go: the user's notes and a figure of their own in figures/ stay (round three)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "figures" / "old.png").read_bytes() == b"old"
     # reproduce follows the same rule, before any work
     assert main(["reproduce", "--data", str(fake_fashion), "--epochs", "1", "--out", str(run)]) == 2
     assert "found a trained run" in _last_error(capsys)
-    assert not (run / "figures").exists()
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["old.png"]
 
 
 def test_a_run_being_written_is_locked(fake_fashion, tmp_path, capsys):
@@ -126,8 +127,10 @@ def test_a_run_being_written_is_locked(fake_fashion, tmp_path, capsys):
                                                     "command": "aelab train --out x", "since": "2024-01-01 23:40:00"}))
         assert main(["train", "--data", str(fake_fashion), "--out", str(run), "--no-progress"]) == 2
         line = _last_error(capsys)
-        assert line == (f"aelab: error: {run} is being written by process {holder.pid} (aelab train --out x) "
-                        "since 23:40; wait for it or use another --out")
+        host = os.uname().nodename
+        assert line == (f"aelab: error: {run} is being written by process {holder.pid} (aelab train --out x) on host "
+                        f"{host} since 2024-01-01 23:40:00 (lock file {run / runlock.LOCK}); wait for it or use "
+                        "another --out (if that pid is no longer aelab's, pass --break-lock or remove the lock file)")
         assert not (run / "config.json").exists()
     finally:
         holder.kill()

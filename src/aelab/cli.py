@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import commands as c
+from . import runlock
 from . import commands_zoo as cz
 from .errors import AelabError, AelabWarning
+from .ownership import check_out
 from .version import __version__
 
 FMT = argparse.RawDescriptionHelpFormatter
@@ -150,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command = next(cmd for cmd in COMMANDS if cmd.name == args.command)
         name = f"aelab {command.name}"
+        if getattr(args, "out", None) is not None:  # every command's --out: never "" (the current folder) nor /
+            check_out(args.out)
+        if getattr(args, "break_lock", False):
+            broken = runlock.break_lock(args.out)
+            if broken is not None:
+                print(f"aelab: took over the lock of {args.out} (process {broken.get('pid', '?')} on host "
+                      f"{broken.get('host', '?')} since {broken.get('since', '?')})", file=sys.stderr)
         command_line = "aelab " + " ".join(shlex.quote(a) for a in argv)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings()

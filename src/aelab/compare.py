@@ -130,9 +130,8 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
                          threads=threads, progress=progress).check()
     out = Path(out)
-    if not overwrite:  # refuse before any training: an earlier comparison's runs are there
-        for entry in entries:
-            check_new_run(out / _slug(entry.name), clear=False)
+    for entry in entries:  # refuse before any training: an earlier comparison's runs are there
+        check_new_run(out / _slug(entry.name), overwrite)
     train, test = load_dataset(data, "train", limit=limit), load_dataset(data, "test", limit=limit)
     shared = {"latent_dim": latent_dim, **(net_options or {})}
     noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))

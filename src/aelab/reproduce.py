@@ -56,11 +56,11 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
         if not resume and distributed.is_main():
             check_new_run(out, overwrite)
         return _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads,
-                          progress, cmd, fast)
+                          progress, cmd, fast, overwrite)
 
 
 def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads, progress,
-               cmd, fast) -> dict:
+               cmd, fast, overwrite) -> dict:
     t_start = time.perf_counter()
     saved = runs.read_config(out).get("train", {}) if resume and runs.has_config(out) else {}
     preset = dataclasses.asdict(FAST if fast else TUTORIAL)
@@ -78,22 +78,22 @@ def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, res
 
     main = distributed.is_main()  # under torchrun, only rank 0 writes files
 
-    # 1. the data, as the tutorial shows it
-    first = train_set.x[:50]
-    titles = [train_set.class_names[i] for i in train_set.y[:50].tolist()]
-    if main:
-        plots.image_grid(first, figs / "samples.png", titles=titles)
-        plots.image_grid(add_evaluation_noise(first, noise_factor), figs / "noisy_samples.png", titles=titles,
-                         suptitle=f"noise factor {noise_factor:g}")
-
-    # 2. the model and its training
+    # 1. the model and its training (an old run in ``out`` is cleared only when this one starts)
     t_train = time.perf_counter()
     model, history = train_run({"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"},
                                train_set.x, test_set.x, config, out, resume=resume, record=config.record(data, limit),
-                               extra={"class_names": train_set.class_names, "command": cmd},
+                               extra={"class_names": train_set.class_names, "command": cmd}, overwrite=overwrite,
                                resume_command=f"aelab reproduce --resume --out {shlex.quote(str(out))}")
     train_seconds = time.perf_counter() - t_train
     plots.history(history, figs / "history.png", title="Denoising autoencoder: MSE per epoch")
+
+    # 2. the data, as the tutorial shows it
+    if main:
+        first = train_set.x[:50]
+        titles = [train_set.class_names[i] for i in train_set.y[:50].tolist()]
+        plots.image_grid(first, figs / "samples.png", titles=titles)
+        plots.image_grid(add_evaluation_noise(first, noise_factor), figs / "noisy_samples.png", titles=titles,
+                         suptitle=f"noise factor {noise_factor:g}")
 
     # 3. denoise the noisy test images and measure
     model = model.cpu().eval()

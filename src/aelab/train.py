@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import distributed, runlock, runs
-from .data import has_test_split, load_dataset
+from . import distributed, ownership, runlock, runs
+from .data import check_images, has_test_split, load_dataset
 from .errors import AelabWarning, ConfigError
 from .loop import fit
 from .models import Autoencoder, build_model
@@ -51,11 +50,17 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
 
     ``out`` is locked while this runs (:mod:`aelab.runlock`: a second writer is refused with the
     first one's pid and command). A fresh run refuses a folder that already holds a run
-    (``config.json``) unless ``overwrite``, which first removes what the old run wrote
-    (:data:`RUN_FILES`; other files stay). ``resume_command``: what an interrupt tells the user
-    to run (see :func:`fit`).
+    (``config.json``) unless ``overwrite``, and a folder holding files of aelab's names that
+    aelab did not write (:func:`check_new_run`). The old run's files (:data:`RUN_FILES`, by
+    name; nothing else) are removed only once the new model is built and its ``init`` loaded,
+    right before the new run's first file is written: a mistake in an option, the init run or
+    the data leaves the old run whole. ``resume_command``: what an interrupt tells the user to
+    run (see :func:`fit`).
     """
-    out = Path(out)
+    out = ownership.check_out(out)
+    if init is not None and not resume and not runs.is_zoo(init) and Path(init).resolve() == out.resolve():
+        raise ConfigError(f"expected --init to name another run than --out, found the run --out replaces ({out}); "
+                          "copy it elsewhere first and start from the copy, or continue it with --resume")
     main = distributed.is_main()
     lock = runlock.hold(out, (extra or {}).get("command")) if main else contextlib.nullcontext()
     with lock:
@@ -65,33 +70,30 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
                           resume_command)
 
 
-# What a run's writers (train, evaluate, embed, report, explore) put into it: --overwrite removes these only.
-RUN_FILES = (runs.CONFIG, runs.WEIGHTS, runs.HISTORY, runs.METRICS, runs.CHECKPOINT, "evaluation.md",
-             "evaluation.json", "embedding_*.npz", "figures", "report.html", "explore.html")
+RUN_FILES = ownership.RUN_FILES  # what --overwrite removes (and figures/ of aelab's names), nothing else
 
 
-def check_new_run(out: Path, overwrite: bool = False, clear: bool = True) -> None:
-    """Refuse to train a new run over an existing one (``config.json`` in ``out``), or with
-    ``overwrite`` remove the old run's files (:data:`RUN_FILES`, nothing else). A start that
-    failed before its first epoch (``config.json`` and the initial weights, nothing more) is
-    no run to keep: it is replaced without ``overwrite``. ``clear=False``: only refuse (a
-    check before the run is locked)."""
+def check_new_run(out: Path, overwrite: bool = False) -> None:
+    """Refuse to start a new run in ``out`` where it would replace what is there: a trained run
+    (aelab's ``config.json`` and more) unless ``overwrite``; files of aelab's names that aelab
+    did not write (another program's ``config.json``, the user's ``history.json``) always. A
+    start that failed before its first epoch (aelab's ``config.json`` and the initial weights,
+    nothing more) is no run to keep: it is replaced without ``overwrite``. Nothing is removed
+    here (:func:`_train_run` clears the old run when the new one starts)."""
     out = Path(out)
-    if not (out / runs.CONFIG).exists():
+    foreign = ownership.foreign_files(out)
+    if foreign:
+        names = ", ".join(p.name for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        config = " (its config.json is not one aelab wrote)" if (out / runs.CONFIG).exists() else ""
+        raise ConfigError(f"expected a new run directory, found {names} in {out} that aelab did not write{config}; "
+                          "aelab never replaces them: move them away or choose another --out")
+    if not ownership.is_aelab_run(out):
         return
-    found = [p.name for pattern in RUN_FILES for p in sorted(out.glob(pattern))]
+    found = [p.name for p in ownership.run_files(out)]
     started_only = set(found) <= {runs.CONFIG, runs.WEIGHTS}
     if not overwrite and not started_only:
         raise ConfigError(f"expected a new run directory, found a trained run in {out} ({', '.join(found[:4])}); "
                           "pass --resume to continue it, --overwrite to replace it, or choose another --out")
-    if not clear:
-        return
-    for pattern in RUN_FILES:
-        for path in out.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                runs.discard(path)
 
 
 def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, on_epoch_end, resume_command):
@@ -105,8 +107,12 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
         if init is not None:
             _load_initial_weights(model, init, config.freeze_encoder)
             extra["initialised_from"] = str(init)
-        if distributed.is_main():
-            runs.discard(out / runs.CHECKPOINT)  # a previous run's state: never resume from it
+        config.check()  # the checks fit makes first, made before the old run's files go
+        for x, name in ((x_train, "training images"), (x_val, "validation images")):
+            if x is not None:
+                model.check_input(check_images(x, name)[:1])
+        if distributed.is_main():  # every check passed: the old run's files go (never resume from its state)
+            ownership.clear_run(out)
             runs.save_model(model, out, train_config=record, extra=extra)
         distributed.barrier()
     history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end,
@@ -147,8 +153,8 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
         resume = False
-    if not resume and not overwrite:
-        check_new_run(out, clear=False)  # before loading data: refuse an existing run at once
+    if not resume:
+        check_new_run(out, overwrite)  # before loading data: refuse an existing run at once
     saved = runs.read_config(out) if resume else {}
     if resume:  # the run's own data and limit, unless given
         runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit"],
