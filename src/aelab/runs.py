@@ -236,22 +236,35 @@ def locate(run) -> Path:
 def output_dir(run, out=None) -> Path:
     """Where a command that writes beside a run puts its files: ``out`` when given, else the run
     itself; a zoo model's folder is never written: its config and weights are first copied to
-    ``runs/zoo-NAME`` (once), which then takes the files."""
+    ``runs/zoo-NAME`` (once), which then takes the files. A ``runs/zoo-NAME`` that holds
+    anything else under those names (an earlier version's copy, the user's own run) is neither
+    trusted nor written over: a one-line :class:`ConfigError` says so."""
     if out is not None:
         return Path(out)
     if not is_zoo(run):
         return Path(run)
     source = locate(run)
     target = Path("runs") / f"zoo-{source.name}"
-    for name in (CONFIG, WEIGHTS):
+    shipped = {name: run_file(source, name).read_bytes() for name in (CONFIG, WEIGHTS)}
+    for name, data in shipped.items():
+        path = target / name
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file() or path.read_bytes() != data):
+            raise ConfigError(f"expected {target} to hold the copy of {run} that aelab writes there, found a {name} "
+                              f"that differs from the shipped one (an earlier version's copy, or a run of yours); "
+                              f"aelab does not write over it: move {target} away (or remove it) and run again")
+    for name, data in shipped.items():
         if not (target / name).is_file():
-            atomic_write_bytes(target / name, run_file(source, name).read_bytes())
+            atomic_write_bytes(target / name, data)
     return target
 
 
 def read_config(run_dir) -> dict:
     run_dir = locate(run_dir)
     if not run_dir.is_dir():
+        if os.path.lexists(run_dir):  # a file (the weights, an image, a config.json itself): not nothing
+            hint = f", e.g. --run {run_dir.parent}" if (run_dir.parent / CONFIG).is_file() else ""
+            raise ConfigError(f"expected a run directory at {run_dir}, found a file; pass the run's folder (the "
+                              f"one holding config.json and model.safetensors){hint}")
         raise ConfigError(f"expected a run directory at {run_dir}, found nothing; "
                           "train one with `aelab train --out DIR` or `aelab reproduce`")
     path = run_file(run_dir, CONFIG)
