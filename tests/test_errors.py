@@ -328,8 +328,12 @@ def test_weights_with_nan_are_refused(run_dir):
 
 
 def test_input_of_a_shape_the_model_was_not_built_for(run_dir, tmp_path, capsys):
-    model = runs.load_model(run_dir)
-    raises(DataError, lambda: model(torch.rand(2, 1, 28, 28)), "expected images of shape (N, 1, 12, 12)",
+    model = runs.load_model(run_dir)  # fully convolutional: any H, W of its one channel
+    assert model(torch.rand(2, 1, 28, 30)).shape == (2, 1, 28, 30)
+    raises(DataError, lambda: model(torch.rand(2, 3, 28, 28)), "expected images of shape (N, 1, H, W)",
+           "found (2, 3, 28, 28)")
+    dense_model = build_model("denoising", (1, 12, 12), net="dense")
+    raises(DataError, lambda: dense_model(torch.rand(2, 1, 28, 28)), "expected images of shape (N, 1, 12, 12)",
            "found (2, 1, 28, 28)", "resize the images or train a model for this shape")
     np.savez(tmp_path / "big.npz", x=np.zeros((2, 1, 28, 28), np.float32))
     # `aelab denoise` cleans a convolutional model's images at their own size; a dense one refuses

@@ -30,7 +30,10 @@ register_net = registrar(NETS)  # @register_net(name): a network builder (input_
 class NetPair:
     encoder: nn.Module
     decoder: nn.Module
-    code_shape: tuple[int, ...]  # shape of one code, without the batch axis
+    code_shape: tuple[int, ...]  # shape of one code, without the batch axis (at the built size)
+    any_size: bool = False       # fully convolutional: takes any H, W (the output may need a crop back)
+    field: int = 0               # an upper bound on the receptive field's radius, in input pixels
+    align: int = 1               # the product of the strides: tiles start at multiples of it
 
 
 def activation(name: str | None) -> nn.Module:
@@ -60,7 +63,9 @@ def conv_net(input_shape, channels=(16, 8), latent_dim: int | None = None,
     decoder: ConvTranspose2d(8, 8, 3, s2) + ReLU, ConvTranspose2d(8, 16, 3, s2) + ReLU,
              Conv2d(16, C, 3, p1) + Sigmoid
     The code is the 8 x H/4 x W/4 feature map. With ``latent_dim`` a Linear layer maps the
-    flattened feature map to a vector of that size (and back in the decoder).
+    flattened feature map to a vector of that size (and back in the decoder). Without it the
+    net is fully convolutional: any H, W goes in, and the decoder's ceil(H/4)*4 rows (at most
+    three more) are cropped back by the model.
     """
     c, h, w = input_shape
     ch = list(channels)
@@ -88,7 +93,11 @@ def conv_net(input_shape, channels=(16, 8), latent_dim: int | None = None,
                                    output_padding=(transpose_padding(target[0]), transpose_padding(target[1]))),
                 nn.ReLU()]
     dec += [nn.Conv2d(rev[-1], c, 3, padding=1), nn.Sigmoid()]
-    return NetPair(nn.Sequential(*enc), nn.Sequential(*dec), code_shape)
+    # receptive field: each 3x3 conv reaches one pixel of its input's scale; a stride-2 layer doubles the scale
+    scales = [2 ** i for i in range(len(ch))]
+    field = sum(scales) + sum(2 * s for s in scales) + 1  # encoder convs, decoder transposed convs, last conv
+    return NetPair(nn.Sequential(*enc), nn.Sequential(*dec), code_shape, any_size=latent_dim is None,
+                   field=field, align=2 ** len(ch))
 
 
 @register_net("dense")
@@ -214,15 +223,14 @@ class UNetEncoder(nn.Module):
 
     def __init__(self, input_shape, widths, code_activation):
         super().__init__()
-        c, h, w = input_shape
         self.levels = len(widths) - 1
-        m = 2 ** self.levels
-        self.pad = (0, -w % m, 0, -h % m)  # F.pad order: left, right, top, bottom
-        self.blocks = nn.ModuleList(_double_conv(a, b) for a, b in zip((c,) + tuple(widths[:-1]), widths))
+        self.blocks = nn.ModuleList(_double_conv(a, b) for a, b in zip((input_shape[0],) + tuple(widths[:-1]), widths))
         self.code_activation = activation(code_activation)
 
     def forward(self, x):
-        x = F.pad(x, self.pad, mode="replicate") if any(self.pad) else x
+        m = 2 ** self.levels
+        pad = (0, -x.shape[-1] % m, 0, -x.shape[-2] % m)  # F.pad order: left, right, top, bottom; per call
+        x = F.pad(x, pad, mode="replicate") if any(pad) else x
         feats, h = [], x
         for i, block in enumerate(self.blocks):
             h = block(F.max_pool2d(h, 2) if i else h)
@@ -241,9 +249,10 @@ class UNetDecoder(nn.Module):
     def __init__(self, input_shape, widths, residual: bool):
         super().__init__()
         c, h, w = input_shape
-        self.c, self.h, self.w, self.residual = c, h, w, residual
         self.levels = len(widths) - 1
         m = 2 ** self.levels
+        self.c, self.h, self.w, self.residual = c, h, w, residual
+        self.padded = (h + (-h % m), w + (-w % m))  # the built size's code decodes to this, cropped to (h, w)
         self.split = [c * m * m] + [wd * (m >> i) ** 2 for i, wd in enumerate(widths)]
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
                                  for i in range(self.levels))
@@ -263,7 +272,9 @@ class UNetDecoder(nn.Module):
             h = self.blocks[i](torch.cat([self.ups[i](h), skips[i]], 1))
         out = self.head(h)
         out = _ClampST.apply(x - out) if self.residual else torch.sigmoid(out)
-        return out[:, :, :self.h, :self.w]
+        # a code of the built size decodes to the built size; any other to its padded size,
+        # which the model crops to its input's (Autoencoder.forward)
+        return out[:, :, :self.h, :self.w] if tuple(out.shape[-2:]) == self.padded else out
 
 
 @register_net("unet")
@@ -274,8 +285,8 @@ def unet_net(input_shape, widths=(32, 64, 128), residual: bool = True, latent_di
     ``widths``: channels per level; len(widths) - 1 max-pool halvings (28 -> 14 -> 7 for the
     default). Each level is two 3x3 conv + ReLU; the expanding path upsamples with a
     ConvTranspose2d(2, s2) and concatenates the skip. ``residual``: x_hat = clamp(x_noisy -
-    n_hat, 0, 1) (straight-through gradient), else x_hat = sigmoid(out). Any H, W: the input
-    is padded (replicate) to a multiple of 2^L and the output cropped back.
+    n_hat, 0, 1) (straight-through gradient), else x_hat = sigmoid(out). Any H, W: each call
+    pads its input (replicate) to a multiple of 2^L, and the output is cropped back to it.
     ``latent_dim`` is not supported: the code is the multi-scale feature maps (see
     :class:`UNetEncoder`); ``code_activation`` applies to the deepest feature map.
     """
@@ -290,5 +301,9 @@ def unet_net(input_shape, widths=(32, 64, 128), residual: bool = True, latent_di
     m = 2 ** (len(widths) - 1)
     hp, wp = h + (-h % m), w + (-w % m)
     code_shape = (c * m * m + sum(wd * (m >> i) ** 2 for i, wd in enumerate(widths)), hp // m, wp // m)
+    levels = len(widths) - 1
+    # receptive field: two 3x3 convs per level each way (2 * 2^i pixels), a pool and an up-convolution
+    # between levels (2^i and 2^(i+1) pixels)
+    field = sum(4 * 2 ** i for i in range(levels + 1)) + sum(3 * 2 ** i for i in range(levels))
     return NetPair(UNetEncoder(input_shape, widths, code_activation), UNetDecoder(input_shape, widths, residual),
-                   code_shape)
+                   code_shape, any_size=True, field=field, align=m)

@@ -37,6 +37,7 @@ class Autoencoder(nn.Module):
     kind: ClassVar[str] = "autoencoder"
     default_noise: ClassVar[str] = "none"        # corruption used in training unless told otherwise
     net_defaults: ClassVar[dict] = {}            # options a kind needs from its network
+    sized: ClassVar[bool] = False                # the kind itself needs its built size (a prior over a grid)
 
     def __init__(self, input_shape, net: str = "conv", net_options: dict | None = None,
                  reconstruction: str = "l1"):
@@ -51,6 +52,8 @@ class Autoencoder(nn.Module):
         pair = build_net(net, self.input_shape, **{**self.net_defaults, **self.net_options})
         self.encoder, self.decoder = pair.encoder, pair.decoder
         self.code_shape = pair.code_shape
+        self.any_size = pair.any_size and not self.sized  # takes any H, W of its channels (fully convolutional)
+        self.field, self.align = pair.field, pair.align     # what tiles need (aelab.tiling)
 
     # -- the contract ------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,10 @@ class Autoencoder(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        x_hat = self.decode(self.encode(x))
+        if x_hat.shape[-2:] != x.shape[-2:]:  # a fully convolutional net's rows past another size: cropped back
+            x_hat = x_hat[..., :x.shape[-2], :x.shape[-1]]
+        return x_hat
 
     def loss(self, x_in: torch.Tensor, x_target: torch.Tensor) -> dict[str, torch.Tensor]:
         x_hat = self(x_in)
@@ -74,8 +80,13 @@ class Autoencoder(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise DataError(f"expected images as a torch.Tensor, found {type(x).__name__}; "
                             "use torch.from_numpy(x) or aelab.check_images(x)")
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            c, h, w = self.input_shape
+        c, h, w = self.input_shape
+        if self.any_size:  # any H, W of its channels
+            if x.ndim != 4 or x.shape[1] != c or min(x.shape[2:]) < 1:
+                raise DataError(f"expected images of shape (N, {c}, H, W) for this model, found {tuple(x.shape)}"
+                                + ("; it looks channels last, use x.permute(0, 3, 1, 2)"
+                                   if x.ndim == 4 and x.shape[-1] == c else ""))
+        elif x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             hint = ("; it looks channels last, use x.permute(0, 3, 1, 2)"
                     if x.ndim == 4 and tuple(x.shape[1:]) == (h, w, c) else
                     "; resize the images or train a model for this shape")

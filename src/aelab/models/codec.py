@@ -275,6 +275,7 @@ class LearnedCodec(Autoencoder):
 
     net_defaults = {"code_activation": "none"}  # a signed latent (the conv net's default is ReLU)
     derived_keys = TABLE_KEYS
+    sized = True  # a density per latent element: the built size's grid
 
     def __init__(self, input_shape, net: str = "gdn", net_options=None, reconstruction: str = "mse",
                  lmbda: float = 0.01,                  # distortion weight: larger = more bytes, more dB

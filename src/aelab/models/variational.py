@@ -143,6 +143,7 @@ class VariationalAutoencoder(Autoencoder):
     """Gaussian posterior, standard normal prior, reparameterised; loss = -ELBO (beta-weighted KL)."""
 
     net_defaults = {"latent_dim": 32, "code_activation": "none"}
+    sized = True  # the prior is over codes of the built size
 
     def __init__(self, input_shape, net="conv", net_options=None, reconstruction: str = "bce",
                  beta: float = 1.0,                # weight of the KL term (beta-VAE); 1 = the ELBO
