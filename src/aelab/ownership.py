@@ -6,13 +6,16 @@ aelab never removes or replaces a file it did not write. It knows its own run by
 the names aelab gives them). :func:`clear_run` removes exactly those (``--overwrite``);
 anything else in the folder stays. :func:`check_out` refuses an output folder that cannot be
 meant (empty, the filesystem's root); :func:`check_output_file` refuses to write over an
-input or over an existing file unless asked (``--overwrite``).
+input or over an existing file unless asked (``--overwrite``); :func:`check_writable` refuses
+a folder that cannot be written before any work starts.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -112,46 +115,123 @@ def _unlink(path: Path) -> None:
                           "or choose another --out") from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
+# what a folder given as input has read from it (an image folder: its images, directly inside or one
+# class folder down; an .npz): an output there under such a name is one of the inputs
+READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".npz")
+
+
+def _real_location(path: Path) -> Path:
+    """``path`` with its folder resolved (links along the way followed), its own name kept."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _identity(path: Path):
     try:
-        return os.path.samefile(a, b)
+        st = os.stat(path)
     except OSError:
-        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+        return None
+    return (st.st_dev, st.st_ino)
 
 
-def check_output_file(path, inputs=(), overwrite: bool = False, flag: str = "--overwrite") -> Path:
-    """Refuse to write ``path`` over one of ``inputs`` (always), or over an existing file unless
-    ``overwrite``; return ``path``. A folder at ``path`` is refused too (a file is expected)."""
+class _Inputs:
+    """The inputs of a command, to ask whether an output path is one of them: a file by identity
+    (device and inode: a link or another spelling of it is the same file), a folder by what is
+    read from it (:data:`READ_SUFFIXES`, in it or one folder down)."""
+
+    def __init__(self, inputs):
+        self.files, self.folders = set(), []
+        for source in inputs or ():
+            source = Path(source)
+            if source.is_dir():
+                self.folders.append(Path(os.path.realpath(source)))
+            else:
+                ident = _identity(source)
+                self.files.add(ident if ident is not None else Path(os.path.abspath(source)))
+
+    def __contains__(self, path: Path) -> bool:
+        if not os.path.lexists(path):
+            return False
+        ident = _identity(path)
+        if (ident if ident is not None else Path(os.path.abspath(path))) in self.files:
+            return True
+        if self.folders and path.suffix.lower() in READ_SUFFIXES:
+            where = _real_location(path).parent
+            return any(where == folder or where.parent == folder for folder in self.folders)
+        return False
+
+
+def check_output_file(path, inputs=(), overwrite: bool = False, flag: str = "--overwrite",
+                      what: str = "another output name", example: str = "images.ael") -> Path:
+    """Refuse to write ``path`` over one of ``inputs`` (always: files, or folders whose images are
+    read), or over an existing file unless ``overwrite``; return ``path``. A folder at ``path``
+    is refused too (a file is expected: ``example`` in it, say). ``what``: the fix, how to name
+    another output."""
     path = Path(path)
-    for source in inputs:
-        if os.path.lexists(path) and _same_file(path, Path(source)):
-            raise ConfigError(f"expected an output other than the inputs, found {path} among them; writing it "
-                              "would destroy that input: choose another output name")
+    if path in _Inputs(inputs):
+        raise ConfigError(f"expected an output other than the inputs, found {path} among them; writing it "
+                          f"would destroy that input: choose {what}")
     if path.is_dir():
         raise ConfigError(f"expected a file to write at {path}, found a folder; name a file in it, "
-                          f"e.g. {path / 'images.ael'}")
+                          f"e.g. {path / example}")
     if os.path.lexists(path) and not overwrite:
         raise ConfigError(f"expected a new file at {path}, found one already there; pass {flag} to replace it, "
-                          "or choose another name")
+                          f"or choose {what}")
     return path
 
 
-def check_output_files(paths, inputs=(), overwrite: bool = False) -> list[Path]:
+def check_output_files(paths, inputs=(), overwrite: bool = False, flag: str = "--overwrite",
+                       what: str = "another --out") -> list[Path]:
     """:func:`check_output_file` for each of ``paths``, all before any is written; the first
-    refusal names how many more were in the way."""
+    refusal names how many more were in the way. ``what``: the fix, where else to write."""
     paths = [Path(p) for p in paths]
+    known = _Inputs(inputs)
     for path in paths:
-        for source in inputs:
-            if os.path.lexists(path) and _same_file(path, Path(source)):
-                raise ConfigError(f"expected outputs other than the inputs, found {path} among them; writing it "
-                                  "would destroy that input: choose another output folder")
+        if path in known:
+            raise ConfigError(f"expected outputs other than the inputs, found {path} among them; writing it "
+                              f"would destroy that input: choose {what}")
+    folder = next((p for p in paths if p.is_dir()), None)
+    if folder is not None:
+        raise ConfigError(f"expected to write the file {folder}, found a folder of that name; move it away, "
+                          f"or choose {what}")
     existing = [p for p in paths if os.path.lexists(p)]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise ConfigError(f"expected new files, found {existing[0]}{more} already there; pass --overwrite to "
-                          "replace them, or choose another --out")
+        raise ConfigError(f"expected new files, found {existing[0]}{more} already there; pass {flag} to "
+                          f"replace them, or choose {what}")
     return paths
 
 
+def check_writable(folder, fix: str = "choose another --out") -> Path:
+    """Refuse, before any work, a ``folder`` that cannot take a file (read-only, no permission, a
+    file in the way): a file is created in it and removed again (in the nearest folder that exists
+    when ``folder`` does not yet: it would be created there). ``fix``: what the user can do."""
+    folder = Path(folder)
+    probe = folder
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"expected a folder at {probe}, found a file; {fix}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".aelab-write-check.", suffix=".tmp")
+    except OSError as exc:
+        where = "" if probe == folder else f" ({probe}, where it would be created)"
+        raise ConfigError(f"expected a folder aelab can write in at {folder}, found it "
+                          f"{_not_writable(exc)}{where}; {fix}") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    return folder
+
+
+def _not_writable(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "on a read-only filesystem"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "read-only (permission denied)"
+    return f"not writable ({exc.strerror or exc})"
+
+
 __all__ = ["RUN_FILES", "FIGURE_FILES", "check_out", "is_aelab_run", "run_files", "foreign_files", "clear_run",
-           "check_output_file", "check_output_files"]
+           "check_output_file", "check_output_files", "check_writable"]
