@@ -187,16 +187,22 @@ def _train(args, command_line):
     print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")
 
 
+def _overwrite_arg(p, what: str):
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} already there (never an input: that is always refused)")
+
+
 def _denoise_args(p):
     p.add_argument("--run", required=True, help="a run directory")
     p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) or one .npz")
     p.add_argument("--out", default=None, help="output folder (default RUN/denoised)")
+    _overwrite_arg(p, "the NAME.denoised.png and side_by_side.png files")
 
 
 def _denoise(args, command_line):
     from .inference import denoise  # heavy: torch
 
-    print(f"wrote {denoise(args.run, args.inputs, out=args.out)}/")
+    print(f"wrote {denoise(args.run, args.inputs, out=args.out, overwrite=args.overwrite)}/")
 
 
 def _evaluate_args(p):
@@ -393,6 +399,7 @@ def _compress_args(p):
     p.add_argument("--run", required=True, help="a run directory of the codec kind")
     p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
     p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
+    _overwrite_arg(p, "a file at --out")
     _refine_arg(p)
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress on stderr while --refine searches")
@@ -407,10 +414,11 @@ def _search_progress(done: int, total: int) -> None:
 
 
 def _compress(args, command_line):
-    from .compression.stream import compress_files  # heavy: torch; optional: constriction
+    from .compression.files import compress_files  # heavy: torch; optional: constriction
 
     info = compress_files(args.run, args.inputs, args.out, refine=args.refine,
-                          progress=_search_progress if args.progress and args.refine else None)
+                          progress=_search_progress if args.progress and args.refine else None,
+                          overwrite=args.overwrite)
     print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
           f"({info['bytes_per_image']:.1f} per image, header included)")
 
@@ -419,12 +427,13 @@ def _decompress_args(p):
     p.add_argument("file", help="a file written by `aelab compress`")
     p.add_argument("--run", default=None, help="the codec run that compressed it (default: the file's folder)")
     p.add_argument("--out", required=True, help="output folder for the PNG files")
+    _overwrite_arg(p, "the PNG files (00000.png, ...)")
 
 
 def _decompress(args, command_line):
-    from .compression.stream import decompress_file  # heavy: torch; optional: constriction
+    from .compression.files import decompress_file  # heavy: torch; optional: constriction
 
-    written = decompress_file(args.file, args.out, run_dir=args.run)
+    written = decompress_file(args.file, args.out, run_dir=args.run, overwrite=args.overwrite)
     print(f"wrote {len(written)} file(s) to {args.out}/")
 
 

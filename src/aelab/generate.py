@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
-from . import plots, runs
+from . import ownership, plots, runs
 from .data import load_dataset
 from .errors import ConfigError, DataNotFoundError
+
+FIGURES = ("vae_samples.png", "vae_manifold.png", "vae_traversals.png", "vae_interpolation.png")
 
 
 def _test_images(run_config: dict, data, count: int):
@@ -39,6 +41,8 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
 
     ``data``: where to take the test images for traversals and interpolation (default: the
     run's training data); without test images those two figures start from z = 0 / are skipped.
+    The figures have aelab's names and replace earlier ones, but never one of the inputs (a
+    ``data`` image of that name, the run's files).
     """
     model = runs.load_model(run)
     if not hasattr(model, "sample"):
@@ -46,7 +50,13 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
                           "train one with `aelab train --kind variational`")
     if n < 1 or steps < 2:
         raise ConfigError(f"expected n >= 1 and steps >= 2, found n={n}, steps={steps}")
+    run_config = runs.read_config(run)
+    data = data if data is not None else run_config.get("train", {}).get("data")
+    located = runs.locate(run)
     out = Path(out) if out is not None else runs.output_dir(run) / "figures"
+    ownership.check_output_files([out / name for name in FIGURES],
+                                 [located / runs.CONFIG, located / runs.WEIGHTS, *([data] if data else [])],
+                                 overwrite=True)
     gen = torch.Generator().manual_seed(seed)
     written = [plots.image_grid(model.sample(n, generator=gen), out / "vae_samples.png", ncols=min(n, 10),
                                 suptitle=f"{n} samples from the prior "
@@ -58,7 +68,7 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
         zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)  # row-major grid
         written.append(plots.image_grid(model.decode(zz), out / "vae_manifold.png", ncols=steps, cell=0.6,
                                         suptitle="The 2-D latent manifold (N(0, 1) quantiles 0.05..0.95)"))
-    test = _test_images(runs.read_config(run), data, 1000)
+    test = _test_images(run_config, data, 1000)
     base = torch.zeros(1, latent)
     order = torch.arange(latent)
     if test is not None:

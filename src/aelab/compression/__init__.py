@@ -5,9 +5,9 @@ from .classical import (AVIF, CODECS, DEFAULT_METHODS, JPEG, PNG, XZ, AVIFPayloa
                         PCALaplace, PillowCodec, WebP, register_codec)
 from .containers import avif_payload, isobmff_boxes, jpeg_scan_data, jpeg_scan_span, jpeg_segments
 from .rd import learned_points, measure_codec, rate_distortion, rd, to_uint8
+from .files import compress_files, decompress_file
 from .refine import refine_latents
-from .stream import (compress, compress_files, decompress, decompress_file, latents, load_codec, model_id, rd_point,
-                     reconstruct)
+from .stream import compress, decompress, latents, load_codec, model_id, rd_point, reconstruct
 
 __all__ = [
     "compress", "decompress", "compress_files", "decompress_file", "load_codec", "rd_point", "reconstruct",

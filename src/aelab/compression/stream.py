@@ -27,21 +27,17 @@ own decode of the rounded latents) bit for bit on the same machine and library v
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import runs
-from ..data import check_images, load_image_folder, load_npz, read_file_bytes
+from ..data import check_images
 from ..errors import ConfigError, DataError
-from ..images import png_bytes, read_images
 from ..metrics import psnr, ssim
 from ..models.codec import TABLE_GRID, LearnedCodec
 from ..models.context import scale_table
@@ -429,66 +425,4 @@ def load_codec(run_dir):
     return _check_codec(runs.load_model(run_dir))
 
 
-def _load_inputs(inputs, shape) -> torch.Tensor:
-    c = shape[0]
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    if not inputs:
-        raise DataError("expected image files, a folder of images or one .npz to compress, found none")
-    if len(inputs) == 1 and inputs[0].suffix == ".npz":
-        return load_npz(inputs[0]).x
-    if len(inputs) == 1 and inputs[0].is_dir():
-        return load_image_folder(inputs[0]).x
-    for p in inputs:
-        if p.suffix == ".npz" or p.is_dir():
-            raise DataError(f"expected image files, or a single folder or .npz, found {p} among other inputs; "
-                            "compress it on its own")
-    return check_images(read_images(inputs, c).astype(np.float32), "input images")
-
-
-def compress_files(run_dir, inputs, out_path, refine: int = 0, progress=None) -> dict:
-    """Compress image files (or one folder of images, or one .npz) with the run's codec into
-    ``out_path`` (``refine``, ``progress``: as :func:`compress`); returns {"images", "bytes",
-    "bytes_per_image", "path"}."""
-    model = load_codec(run_dir)
-    if not model.finalised:  # a run trained before the tables were stored: compute them once, keep them
-        model.finalise()
-        runs.save_weights(model, runs.run_file(run_dir, runs.WEIGHTS))
-    x = _load_inputs(inputs, model.input_shape)
-    if tuple(x.shape[1:]) != model.input_shape:
-        raise DataError(f"expected images of shape {model.input_shape} for this codec, found {tuple(x.shape[1:])}; "
-                        "resize them or train a codec for this shape")
-    stream = compress(model, x, refine, progress)
-    path = runs.atomic_write_bytes(out_path, stream)
-    return {"images": len(x), "bytes": len(stream), "bytes_per_image": len(stream) / len(x), "path": str(path)}
-
-
-def decompress_file(path, out_dir, run_dir=None) -> list[Path]:
-    """Decode ``path`` with the run's codec into ``out_dir``: one 8-bit PNG per image
-    (00000.png, ...), or decoded.npz for images of other than 1 or 3 channels. ``run_dir``
-    defaults to the folder holding ``path`` when that is a run directory."""
-    path = Path(path)
-    if run_dir is None:
-        if not (path.parent / runs.CONFIG).is_file():
-            raise ConfigError(f"decompressing needs the run that compressed {path}; pass --run DIR")
-        run_dir = path.parent
-    data = read_file_bytes(path, "a compressed file")
-    model = load_codec(run_dir)
-    try:
-        x_hat = decompress(data, model)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    out_dir = Path(out_dir)
-    c = x_hat.shape[1]
-    if c not in (1, 3):
-        buf = io.BytesIO()
-        np.savez_compressed(buf, x=x_hat.numpy())
-        return [runs.atomic_write_bytes(out_dir / "decoded.npz", buf.getvalue())]
-    digits = max(5, len(str(len(x_hat) - 1)))
-    written = []
-    for i, img in enumerate(x_hat):
-        written.append(runs.atomic_write_bytes(out_dir / f"{i:0{digits}d}.png", png_bytes(img)))
-    return written
-
-
-__all__ = ["compress", "decompress", "load_codec", "rd_point", "compress_files", "decompress_file",
-           "reconstruct", "latents", "model_id"]
+__all__ = ["compress", "decompress", "load_codec", "rd_point", "reconstruct", "latents", "model_id", "read_header"]
