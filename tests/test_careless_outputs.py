@@ -185,3 +185,25 @@ def test_sample_and_data_show_never_write_over_an_input_image(vae_run, tmp_path,
         assert main(["sample", "--run", str(vae_run), "--data", str(folder), "--out", str(figures), "--n", "4",
                      "--steps", "3"]) == 0
     assert {"vae_samples.png", "vae_manifold.png"} <= {p.name for p in figures.iterdir()}
+
+
+# ============================================================ item 8: sample's bounds
+
+@pytest.mark.parametrize("flag,value", [("--steps", "100000"), ("--n", "100000000"), ("--steps", "1"),
+                                        ("--n", "0"), ("--steps", "31"), ("--n", "401")])
+def test_sample_refuses_what_its_grids_cannot_draw_before_any_work(vae_run, capsys, monkeypatch, flag, value):
+    monkeypatch.setattr(runs, "load_model", _no_work)  # before, --steps 100000 ran for ever from here
+    bound = {"--n": "from 1 to 400", "--steps": "from 2 to 30"}[flag]
+    cli_error(capsys, ["sample", "--run", str(vae_run), flag, value],
+              f"expected {flag[2:]} a whole number {bound}", f"found {value}", f"e.g. {flag} ")
+
+
+def test_sample_help_names_the_bounds_it_enforces(capsys):
+    from aelab import generate
+
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"1 to {generate.MAX_SAMPLES}" in text and f"2 to {generate.MAX_STEPS}" in text
+    generate.check_bounds(generate.MAX_SAMPLES, generate.MAX_STEPS)  # the bounds themselves are fine
+    raises(ConfigError, lambda: generate.check_bounds(True, 10), "expected n a whole number")

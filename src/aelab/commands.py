@@ -350,10 +350,12 @@ def _compare(args, command_line):
 def _sample_args(p):
     p.add_argument("--run", required=True, help="a run directory of the variational kind")
     p.add_argument("--out", default=None, help="output folder (default RUN/figures)")
-    p.add_argument("--n", type=int, default=64, help="samples from the prior (default 64)")
+    # the bounds are generate.MAX_SAMPLES and MAX_STEPS (that module imports torch; the test checks they agree)
+    p.add_argument("--n", type=int, default=64, help="samples from the prior, 1 to 400 (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
-    p.add_argument("--steps", type=int, default=10, help="points per traversal, interpolation and manifold side")
+    p.add_argument("--steps", type=int, default=10,
+                   help="points per traversal, interpolation and manifold side, 2 to 30 (default 10)")
 
 
 def _sample(args, command_line):

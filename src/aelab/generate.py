@@ -23,7 +23,22 @@ from . import ownership, plots, runs
 from .data import load_dataset
 from .errors import ConfigError, DataNotFoundError
 
+# The figures are grids: n samples in rows of 10, and steps points a row (steps x steps for the
+# 2-D manifold). Beyond these they are no longer figures one can read, and drawing them takes ever
+# longer (900 cells: about 17 s on a CPU; 10^5 steps never ends), so larger values are refused
+# before any work.
+MAX_SAMPLES = 400           # samples from the prior: 40 rows of 10
+MAX_STEPS = 30              # points per traversal and interpolation, the manifold's side (30 x 30)
 FIGURES = ("vae_samples.png", "vae_manifold.png", "vae_traversals.png", "vae_interpolation.png")
+
+
+def check_bounds(n, steps) -> None:
+    """Refuse ``n`` outside 1..MAX_SAMPLES and ``steps`` outside 2..MAX_STEPS, in one line."""
+    for name, value, lo, hi, flag, example in (("n", n, 1, MAX_SAMPLES, "--n", 64),
+                                               ("steps", steps, 2, MAX_STEPS, "--steps", 10)):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"expected {name} a whole number from {lo} to {hi} (the figures are grids of "
+                              f"images), found {value!r}; e.g. {flag} {example}")
 
 
 def _test_images(run_config: dict, data, count: int):
@@ -41,15 +56,15 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
 
     ``data``: where to take the test images for traversals and interpolation (default: the
     run's training data); without test images those two figures start from z = 0 / are skipped.
-    The figures have aelab's names and replace earlier ones, but never one of the inputs (a
-    ``data`` image of that name, the run's files).
+    ``n`` is at most :data:`MAX_SAMPLES` and ``steps`` at most :data:`MAX_STEPS`. The figures have
+    aelab's names and replace earlier ones, but never one of the inputs (a ``data`` image of
+    that name, the run's files).
     """
+    check_bounds(n, steps)
     model = runs.load_model(run)
     if not hasattr(model, "sample"):
         raise ConfigError(f"expected a run of a generative kind (variational), found kind {model.kind!r} in {run}; "
                           "train one with `aelab train --kind variational`")
-    if n < 1 or steps < 2:
-        raise ConfigError(f"expected n >= 1 and steps >= 2, found n={n}, steps={steps}")
     run_config = runs.read_config(run)
     data = data if data is not None else run_config.get("train", {}).get("data")
     located = runs.locate(run)
