@@ -207,3 +207,49 @@ def test_sample_help_names_the_bounds_it_enforces(capsys):
     assert f"1 to {generate.MAX_SAMPLES}" in text and f"2 to {generate.MAX_STEPS}" in text
     generate.check_bounds(generate.MAX_SAMPLES, generate.MAX_STEPS)  # the bounds themselves are fine
     raises(ConfigError, lambda: generate.check_bounds(True, 10), "expected n a whole number")
+
+
+# ============================================================ item 12: messages that mislead
+
+def test_compress_to_a_folder_says_a_file_is_expected(tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    line = cli_error(capsys, ["compress", "--run", CODEC, str(_png(tmp_path / "a.png")), "--out", str(folder)],
+                     f"expected a file to write at {folder}, found a folder", "e.g.", "images.ael")
+    assert "disk space" not in line
+    assert list(folder.iterdir()) == []
+
+
+def test_a_run_given_as_a_file_is_named_a_file(denoise_run, capsys):
+    weights = denoise_run / runs.WEIGHTS
+    line = cli_error(capsys, ["report", "--run", str(weights)],
+                     f"expected a run directory at {weights}, found a file", "pass the run's folder",
+                     f"--run {denoise_run}")
+    assert "found nothing" not in line
+    raises(ConfigError, lambda: runs.read_config(denoise_run / runs.CONFIG), "found a file")
+
+
+def test_report_on_a_read_only_run_names_the_fix_report_has(denoise_run, capsys, monkeypatch):
+    _read_only(monkeypatch, denoise_run)
+    line = cli_error(capsys, ["report", "--run", str(denoise_run)],
+                     "read-only", f"make {denoise_run} writable", "copy the run elsewhere")
+    assert "--out" not in line  # `aelab report` has none
+    assert not (denoise_run / "report.html").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "fsync", _disk_full)  # the folder can be written, the page cannot
+    line = cli_error(capsys, ["report", "--run", str(denoise_run)], "could not write", "report.html",
+                     "copy the run elsewhere")
+    assert "--out" not in line
+
+
+def test_explore_on_a_read_only_run_refuses_before_any_work(denoise_run, tmp_path, capsys, monkeypatch):
+    _read_only(monkeypatch, denoise_run)
+    monkeypatch.setattr(runs, "load_model", _no_work)  # before, 28 s of work came first
+    cli_error(capsys, ["explore", "--run", str(denoise_run)],
+              "expected a folder aelab can write in", "read-only", f"make {denoise_run} writable", "--out")
+    cli_error(capsys, ["explore", "--run", str(denoise_run), "--out", str(denoise_run / "page.html")],
+              "read-only", "choose another --out")
+    config = (denoise_run / runs.CONFIG).read_bytes()  # nor is the page written over the run's own files
+    cli_error(capsys, ["explore", "--run", str(denoise_run), "--out", str(denoise_run / runs.CONFIG)],
+              "would destroy that input")
+    assert (denoise_run / runs.CONFIG).read_bytes() == config

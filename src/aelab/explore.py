@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import runs
+from . import ownership, runs
 from .baselines import BASELINES, make_baseline
 from .data import load_dataset
 from .embed import reduce
@@ -240,10 +240,18 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
     run_name = run
     run = runs.locate(run)
     config = runs.read_config(run)
+    # where the page goes, checked before any work (minutes on a big test set): never over the run's
+    # own files, never a folder, in a folder aelab can write in
+    data = data if data is not None else config.get("train", {}).get("data")
+    page = Path(out) if out is not None else runs.output_dir(run_name) / "explore.html"
+    read = [run / name for name in (runs.CONFIG, runs.WEIGHTS, runs.METRICS, "evaluation.json")]
+    ownership.check_output_file(page, read + sorted(run.glob("embedding_*.npz")) + ([data] if data else []),
+                                overwrite=True, what="another --out", example="explore.html")
+    ownership.check_writable(page.parent, fix="choose another --out" if out is not None else
+                             f"make {page.parent} writable, or write the page elsewhere with --out PAGE.html")
     model = runs.load_model(run)
     metrics_path = runs.run_file(run, runs.METRICS)
     metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
-    data = data if data is not None else config.get("train", {}).get("data")
     test = load_dataset(data, "test")
     if tuple(test.input_shape) != tuple(model.input_shape):
         raise ConfigError(f"expected test images of shape {tuple(model.input_shape)} for this run's model, found "
@@ -319,8 +327,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
         span = np.maximum(hi - lo, 1e-3)  # slider range: the codes' range, a quarter wider each side
         page_data["decoder"]["lo"] = [round(float(v), 3) for v in lo - 0.25 * span]
         page_data["decoder"]["hi"] = [round(float(v), 3) for v in hi + 0.25 * span]
-    out = Path(out) if out is not None else runs.output_dir(run_name) / "explore.html"
-    return runs.atomic_write_text(out, render(page_data))
+    return runs.atomic_write_text(page, render(page_data))
 
 
 def _template(name: str) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .. import plots, runs
-from ..errors import AelabError
+from .. import ownership, plots, runs
+from ..errors import AelabError, ConfigError
 from ..models import MODELS
 from ..nets import count_parameters, describe
 from ..version import __version__
@@ -257,6 +257,8 @@ def write_report(run_dir, command: str | None = None) -> Path:
     run_dir = runs.output_dir(run_dir)  # a zoo model's report goes to runs/zoo-NAME
     rd_only = not (run_dir / runs.CONFIG).exists() and (run_dir / "rd.json").is_file()  # `aelab rd` without a model
     config = {"model": None} if rd_only else runs.read_config(run_dir)
+    fix = f"make {run_dir} writable, or copy the run elsewhere and report on the copy"
+    ownership.check_writable(run_dir, fix=fix)  # before the page is built: it has no --out to choose
     metrics_path, history_path = runs.run_file(run_dir, runs.METRICS), runs.run_file(run_dir, runs.HISTORY)
     metrics = runs.read_json(metrics_path) if os.path.lexists(metrics_path) else {}
     history = runs.read_json(history_path) if os.path.lexists(history_path) else {}
@@ -329,4 +331,14 @@ def write_report(run_dir, command: str | None = None) -> Path:
     body = _number_sections("\n".join(parts))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aelab report: {html.escape(run_dir.name)}"
             f"</title><style>{CSS}</style></head><body>" + body + "</body></html>\n")
-    return runs.atomic_write_text(run_dir / "report.html", page)
+    try:
+        return runs.atomic_write_text(run_dir / "report.html", page)
+    except ConfigError as exc:  # the writer's fix names --out, which `aelab report` does not have
+        raise ConfigError(_with_fix(str(exc), fix)) from None
+
+
+def _with_fix(message: str, fix: str) -> str:
+    """``message`` of :func:`aelab.runs.atomic_write_bytes` with its last advice ("choose another
+    --out") replaced by ``fix``."""
+    advice = "choose another --out"
+    return message[:-len(advice)] + fix if message.endswith(advice) else message
