@@ -233,7 +233,7 @@ def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
                         f"{labels.shape[0]} labels; expected the same count, the files do not belong together")
     if num_classes is not None and labels.size and int(labels.max()) >= num_classes:
         bad = int(np.argmax(labels >= num_classes))
-        raise DataError(f"{labels_path}: expected labels 0..{num_classes - 1}, found {int(labels[bad])} "
+        raise DataError(f"{labels_path}: expected labels {label_range(num_classes)}, found {int(labels[bad])} "
                         f"at index {bad}; the labels file is corrupt, download it again")
     return images, labels
 
@@ -276,7 +276,7 @@ def check_images(x, name: str = "images") -> torch.Tensor:
                         "looks channels last; use x.permute(0, 3, 1, 2)")
     if not torch.is_floating_point(x):
         raise DataError(f"expected {name} as floats in [0, 1], found dtype {str(x.dtype).replace('torch.', '')}"
-                        f"; scale 8-bit images with x.float() / 255")
+                        f"; {_scale_hint(x, 'x.float()')}")
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise DataError(f"expected finite values in {name}, found {bad} NaN or infinite value(s); "
@@ -286,6 +286,22 @@ def check_images(x, name: str = "images") -> torch.Tensor:
         hint = "; scale 8-bit images with x / 255" if hi > 1.0 and hi <= 255.0 else ""
         raise DataError(f"expected {name} in [0, 1], found values in [{lo:.4g}, {hi:.4g}]{hint}")
     return x.float().contiguous()
+
+
+def _scale_hint(x, as_float: str) -> str:
+    """How to turn the integer images ``x`` (tensor or array) into floats in [0, 1]: divide by the
+    maximum of their type (255 for 8 bits, 65535 for 16-bit unsigned, ...), ``as_float`` being the
+    expression that makes them floats (``x.float()``, ``x.astype(np.float32)``)."""
+    dtype = str(x.dtype).replace("torch.", "")
+    if dtype == "bool":
+        return f"store them as {as_float} (0 or 1)"
+    top = {"uint8": 255, "int8": 127, "uint16": 65535, "int16": 32767}.get(dtype)
+    if top is None:  # a wide integer type: the range its values use (8 or 16 bits), else the type's own
+        size = x.numel() if isinstance(x, torch.Tensor) else x.size
+        found = int(x.max()) if size else 0
+        top = 255 if found <= 255 else 65535 if found <= 65535 else int(np.iinfo(dtype).max)
+    bits = {255: "8-bit", 65535: "16-bit"}.get(top, dtype)
+    return f"scale {bits} images with {as_float} / {top}"
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -327,14 +343,19 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            if fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
-                raise DataError(f"{path}: expected a NumPy .npz archive, found a single .npy array; "
-                                "save with np.savez(path, x=images, y=labels)")
+            head = fh.read(16)
+        if head.startswith(_NPY_MAGIC):
+            raise DataError(f"{path}: expected a NumPy .npz archive, found a single .npy array; "
+                            "save with np.savez(path, x=images, y=labels)")
         if zipfile.is_zipfile(path):  # the headers first: no allocation of what a corrupt one promises
             counts, nbytes = _npz_sizes(path)
             images = next((counts[k] for k in ("x", "images", "arr_0") if k in counts), 0)
             check_memory(nbytes + 4 * images, f"{path} ({images} image values)",
                          "keep fewer images in the archive, or use a machine with more memory")
+        elif not head.startswith(b"\x80") and not head.startswith(b"PK"):  # neither a pickle nor a (broken) zip
+            what = "an empty file" if not head else f"a file that starts with {head!r}"
+            raise DataError(f"{path}: expected a NumPy .npz archive (a zip file), found {what}, which is not "
+                            "one; save the arrays with np.savez(path, x=images, y=labels)")
         loaded = np.load(path, allow_pickle=False)
         with loaded as data:
             arrays = {k: data[k] for k in data.files}
@@ -356,6 +377,9 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         x = x.astype(np.float32) / 255.0
     elif x.dtype.kind == "f":
         x = x.astype(np.float32)
+    elif x.dtype.kind in "biu" and x.ndim == 4:  # 16-bit and other integers: their own scale, in NumPy
+        raise DataError(f"expected {path}:{key} as uint8 (0-255) or floats in [0, 1], found dtype {x.dtype}; "
+                        f"{_scale_hint(x, 'x.astype(np.float32)')} and save them again with np.savez")
     x = check_images(x, name=f"{path}:{key}")
     y_key = next((k for k in ("y", "labels") if k in arrays), None)
     if y_key is None:
@@ -370,15 +394,40 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if y.shape != (len(x),):
         raise DataError(f"{path}: expected {len(x)} labels (one per image), found shape {tuple(y.shape)}; "
                         "the images and labels do not belong together")
+    top = int(y.max()) if len(y) else -1
     if "class_names" in arrays:
         names = [str(s) for s in np.atleast_1d(arrays["class_names"])]
-    else:
-        names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(names)):
-        bad = int(torch.nonzero((y < 0) | (y >= len(names)))[0, 0])
-        raise DataError(f"{path}: expected labels 0..{len(names) - 1} (one per class name), found {int(y[bad])} "
-                        f"at index {bad}; fix the labels or class_names")
+        if not names:
+            raise DataError(f"{path}: expected one class name per class (labels {label_range(top + 1)}), found an "
+                            "empty class_names; list the names in class_names, or leave it out to number the classes")
+        count, per = len(names), "one per class name"
+    else:  # one class per label value, checked against a bound before the names are built
+        bound = max_classes(len(y))
+        count = top + 1 if top < bound else bound
+        per = (f"at most {bound:,} classes without class_names: one per image, or {MAX_UNNAMED_CLASSES:,}"
+               if top >= bound else "numbered from 0 without class_names")
+    if len(y) and (int(y.min()) < 0 or top >= count):
+        bad = int(torch.nonzero((y < 0) | (y >= count))[0, 0])
+        raise DataError(f"{path}: expected labels {label_range(count)} ({per}), found {int(y[bad])} "
+                        f"at index {bad}; fix the labels (renumber the classes 0..K-1, e.g. with "
+                        "np.unique(y, return_inverse=True)[1]) or class_names")
+    if "class_names" not in arrays:
+        names = [str(i) for i in range(count)]
     return Dataset(x, y, names)
+
+
+MAX_UNNAMED_CLASSES = 100_000  # classes an .npz may number without naming them, when it has fewer images
+
+
+def max_classes(images: int) -> int:
+    """How many classes labels without class names may number: one per image, or
+    :data:`MAX_UNNAMED_CLASSES` when that is more (a label of 2**40 must not build 2**40 names)."""
+    return max(images, MAX_UNNAMED_CLASSES)
+
+
+def label_range(count: int) -> str:
+    """The labels ``count`` classes allow, for messages: ``0..9``, ``0`` (one class), ``none`` (no class)."""
+    return f"0..{count - 1}" if count > 1 else "0" if count == 1 else "none"
 
 
 # --------------------------------------------------------------------------- image folders

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -28,9 +29,21 @@ from .errors import ConfigError, DataError, DataNotFoundError
 # - 16-bit grey PNGs are read at full precision (v / 65535); 16-bit colour PNGs are refused,
 #   because Pillow would silently drop their low byte;
 # - an alpha channel that is fully opaque is dropped; transparent pixels are refused, since
-#   no background colour is right for every data set.
+#   no background colour is right for every data set;
+# - the EXIF orientation is applied (a phone photo stored sideways is read upright);
+# - an image of more pixels than Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)
+#   is refused from its header, before anything is decoded.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, or None for other files."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    return None
 
 
 def _png_depth(path: Path) -> tuple[int, int] | None:
@@ -40,6 +53,53 @@ def _png_depth(path: Path) -> tuple[int, int] | None:
     if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         return head[24], head[25]
     return None
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; values 5..8 swap width and height
+
+
+def _open(path):
+    """``Image.open`` for PNG and JPEG, without Pillow's DecompressionBombWarning (the caller
+    checks the pixel count with :func:`_too_many_pixels`)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path, formats=["PNG", "JPEG"])
+
+
+def _too_many_pixels(path, width: int, height: int) -> DataError | None:
+    """The error for an image of more pixels than Pillow's decompression-bomb limit, else None."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return DataError(f"{path}: expected an image of at most {limit:,} pixels (Pillow's decompression-bomb "
+                         f"limit), found {width}x{height} = {width * height:,} pixels; shrink or crop it first "
+                         "(e.g. `convert IN.png -resize 8000x8000 OUT.png`), or from Python raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file")
+    return None
+
+
+def _upright(im):
+    """``im`` turned as its EXIF orientation says (a phone photo stored sideways); unchanged
+    without one, or when the EXIF data cannot be read (the pixels still can)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except (*_PIL_ERRORS, TypeError, KeyError, IndexError):
+        return im
+
+
+def _header_orientation(im) -> int:
+    """The EXIF orientation as far as the header tells (1 when unknown), without decoding."""
+    if "exif" not in im.info:  # a PNG's eXIf after the pixels: only known once decoded
+        return 1
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1))
+    except (*_PIL_ERRORS, TypeError, KeyError, IndexError):
+        return 1
 
 
 MAX_SIDE = 4096  # --size: a side above it is a typo (100000,100000), not an image aelab can train on
@@ -71,8 +131,9 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int, int] | None:
     from PIL import Image  # heavy: Pillow, only when image files are read
 
     try:
-        with Image.open(path, formats=["PNG", "JPEG"]) as im:
-            return (1 if im.mode in _GREY_MODES else 3, im.height, im.width)
+        with _open(path) as im:
+            h, w = (im.width, im.height) if _header_orientation(im) in (5, 6, 7, 8) else (im.height, im.width)
+            return (1 if im.mode in _GREY_MODES else 3, h, w)
     except (*_PIL_ERRORS, Image.DecompressionBombError):
         return None
 
@@ -88,13 +149,22 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
         raise DataError(f"expected an image file, found the folder {path}; pass the image files in it")
     try:
         depth = _png_depth(path)
-        with Image.open(path, formats=["PNG", "JPEG"]) as im:
-            im.load()
-            mode, scale = im.mode, 255.0
+        with _open(path) as im:
+            too_many = _too_many_pixels(path, im.width, im.height)
+            if too_many is not None:  # from the header, before decoding: a bomb is refused at once
+                raise too_many
+            if depth is not None and depth[0] == 16 and depth[1] == 4:  # grey + alpha
+                raise DataError(f"{path}: expected an 8-bit image or a 16-bit grey one, found a 16-bit grey PNG "
+                                "with an alpha channel (Pillow would drop its low byte); remove the alpha channel "
+                                "(`convert IN.png -alpha off OUT.png` keeps 16 bits) or convert it to 8 bits "
+                                "(`convert IN.png -depth 8 OUT.png`)")
             if depth is not None and depth[0] == 16 and depth[1] != 0:
                 raise DataError(f"{path}: expected an 8-bit image or a 16-bit grey one, found a 16-bit colour "
                                 "PNG (Pillow would drop its low byte); convert it to 8 bits first, "
                                 "e.g. `convert IN.png -depth 8 OUT.png`")
+            im.load()
+            im = _upright(im)  # the EXIF orientation: a phone photo stored sideways is read upright
+            mode, scale = im.mode, 255.0
             if mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey PNG
                 arr = np.asarray(im).astype(np.int64)
                 if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -120,6 +190,8 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / np.float32(scale)
+    except DataError:  # what is refused above says so itself (not "broken")
+        raise
     except FileNotFoundError:
         raise DataNotFoundError(f"expected an image at {path}, found nothing; check the path") from None
     except Image.UnidentifiedImageError:
@@ -130,7 +202,16 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
                             "or damaged header); remove or replace it") from None
         raise DataError(f"{path}: expected a PNG or JPEG image, found a file that is neither; "
                         "remove it from the folder or convert it") from None
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # over twice the limit: Pillow refuses to open it
+        size = _png_size(path)
+        too_many = _too_many_pixels(path, *size) if size is not None else None
+        if too_many is not None:
+            raise too_many from None
+        raise DataError(f"{path}: expected an image of at most {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                        f"decompression-bomb limit), found more ({exc}); shrink or crop it first (e.g. `convert "
+                        "IN.png -resize 8000x8000 OUT.png`), or from Python raise PIL.Image.MAX_IMAGE_PIXELS if "
+                        "you trust the file") from None
+    except _PIL_ERRORS as exc:
         raise DataError(f"{path}: expected a readable PNG or JPEG image, found a broken or oversized file "
                         f"({type(exc).__name__}: {exc}); remove or replace it") from None
     if (arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 1:
