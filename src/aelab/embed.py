@@ -60,6 +60,8 @@ TRUST_SUBSET = 5000     # docs/protocols.md also names trustworthiness on the fi
 TRUST_NEIGHBORS = 10
 KNN_NEIGHBORS = 5
 KNN_FOLDS = 5
+# the fewest points a map is scored on: each training part of the kNN's folds holds k points
+MIN_POINTS = max(KNN_FOLDS, -(-KNN_NEIGHBORS * KNN_FOLDS // (KNN_FOLDS - 1)))
 INSTALL_HINT = "pip install 'aelab[embed]' (openTSNE and umap-learn)"
 
 
@@ -176,7 +178,7 @@ def reduce(codes, config: MapConfig | None = None, **overrides) -> tuple[np.ndar
     config = MapConfig(**{**asdict(config or MapConfig()), **overrides}).check(REDUCERS)
     codes = np.ascontiguousarray(np.asarray(codes, dtype=np.float32).reshape(len(codes), -1))
     if len(codes) < 3:
-        raise DataError(f"expected at least 3 codes to map, found {len(codes)}")
+        raise DataError(f"expected at least 3 codes to map, found {len(codes)}; map the codes of more images")
     if not np.isfinite(codes).all():
         raise DataError("expected finite codes, found NaN or infinite values; the model or its weights are broken")
     t0 = time.perf_counter()
@@ -332,6 +334,12 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     if data is None:
         data = run_config.get("train", {}).get("data")
     ds: Dataset = load_dataset(data, on, limit=limit)
+    if len(ds) < MIN_POINTS:  # before the model runs: the map's scores need that many
+        fix = (f"raise --limit to {MIN_POINTS} or more, or drop it" if limit is not None and limit < MIN_POINTS else
+               "embed a data set with more images (--data)")
+        raise DataError(f"expected at least {MIN_POINTS} images to map and score (the {KNN_FOLDS}-fold "
+                        f"kNN-{KNN_NEIGHBORS} of the map needs them), found {len(ds)} in the {on} split"
+                        f"{f' of {data}' if data is not None else ''}; {fix}")
     t0 = time.perf_counter()
     train_cache: dict = {}
 

@@ -17,9 +17,9 @@ from . import plots, runs
 from .baselines import BASELINES, PCAProjection, make_baseline
 from .data import check_images, load_dataset
 from .evaluate_partial import PARTIAL_JSON, Partial, weights_digest
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .inference import apply_model
-from .metrics import psnr_per_image, quality, ssim_per_image
+from .metrics import check_ssim_size, psnr_per_image, quality, ssim_per_image
 from .noise import add_evaluation_noise, evaluation_noise
 from .report.tables import evaluation_markdown, slow_note
 from .settings import EvaluateConfig
@@ -131,11 +131,21 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
         raise ConfigError(f"expected noise factors in (0, 5], found {list(noise_factors)}; e.g. 0.1,0.2,0.3,0.5")
     if slow_limit < 1:
         raise ConfigError(f"expected slow_limit >= 1, found {slow_limit}; e.g. --slow-limit 1000")
+    if isinstance(hardest, bool) or not isinstance(hardest, int) or hardest < 1:
+        raise ConfigError(f"expected hardest >= 1 (the images in the gallery of the hardest), found {hardest!r}; "
+                          f"e.g. --hardest {EvaluateConfig.hardest}")
     data = data if data is not None else config.get("train", {}).get("data")
     test = load_dataset(data, "test", limit=limit)
     if tuple(test.input_shape) != tuple(model.input_shape):
         raise ConfigError(f"expected test images of shape {tuple(model.input_shape)} for this run's model, found "
                           f"{tuple(test.input_shape)}; evaluate with the data the run was trained on (--data)")
+    channels = test.input_shape[0]
+    if channels not in (1, 3):  # the baselines (BM3D) and the figures know grey and RGB images only
+        raise DataError(f"expected grey (1 channel) or colour (3 channel) images for aelab evaluate (its baselines "
+                        f"and figures), found {channels} channels; measure this model from Python with "
+                        "aelab.evaluate.denoising_quality(model, x), which takes any number of channels")
+    check_ssim_size(test.x.shape, "aelab evaluate scores SSIM: evaluate a model of images at least that large "
+                                  "(train one with --size 28,28, say)")
     skipped = {}
     if baselines is None:
         names = [k for k, cls in BASELINES.items() if cls.available()]

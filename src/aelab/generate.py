@@ -22,6 +22,7 @@ import torch
 from . import ownership, plots, runs
 from .data import load_dataset
 from .errors import ConfigError, DataNotFoundError
+from .settings import check_seed
 
 # The figures are grids: n samples in rows of 10, and steps points a row (steps x steps for the
 # 2-D manifold). Beyond these they are no longer figures one can read, and drawing them takes ever
@@ -61,6 +62,7 @@ def sample(run: str | os.PathLike, out: str | os.PathLike | None = None, n: int 
     that name, the run's files).
     """
     check_bounds(n, steps)
+    check_seed(seed)  # before any work: a seed the generator refuses is one line, not a traceback
     model = runs.load_model(run)
     if not hasattr(model, "sample"):
         raise ConfigError(f"expected a run of a generative kind (variational), found kind {model.kind!r} in {run}; "

@@ -26,13 +26,26 @@ def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float(psnr_per_image(x, x_hat).mean())
 
 
-def ssim_per_image(x: torch.Tensor, x_hat: torch.Tensor, win_size: int = 7) -> torch.Tensor:
+SSIM_WINDOW = 7  # skimage's default window, docs/protocols.md
+
+
+def check_ssim_size(shape, fix: str = "measure SSIM on larger images", win_size: int = SSIM_WINDOW) -> None:
+    """Refuse images (``shape`` (..., H, W)) smaller than SSIM's window, which needs a
+    ``win_size`` x ``win_size`` patch inside each image; ``fix`` is the advice the caller gives."""
+    h, w = int(shape[-2]), int(shape[-1])
+    if h < win_size or w < win_size:
+        raise DataError(f"expected images of at least {win_size}x{win_size} pixels (SSIM's {win_size}x{win_size} "
+                        f"window), found {h}x{w}; {fix}")
+
+
+def ssim_per_image(x: torch.Tensor, x_hat: torch.Tensor, win_size: int = SSIM_WINDOW) -> torch.Tensor:
     """SSIM of each image (mean over channels), as skimage computes it.
 
     skimage filters the whole image (reflect padding) and then averages only the pixels at
     least ``win_size // 2`` from the border, whose windows lie inside the image: exactly
     the windows of a valid (unpadded) average pool, which is what this computes.
     """
+    check_ssim_size(x.shape, win_size=win_size)
     x = x.double()
     y = x_hat.double()
     n, c, h, w = x.shape

@@ -8,11 +8,66 @@ read it from here.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
 
 SCHEDULES = ("constant", "onecycle")
+# A seed goes to torch (manual_seed and Generator: 0..2**64 - 1, the training's noise generator adds
+# 1,000,003 to it), to NumPy's RandomState and scikit-learn's random_state (t-SNE, UMAP, PCA, kNN
+# folds: 0..2**32 - 1): every seed in 0..2**32 - 1 works for all of them.
+SEED_MAX = 2 ** 32 - 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _found(value) -> str:
+    """``value`` for a message: its repr, with its type when that is not a number."""
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return text if _is_number(value) else f"{text} (a {type(value).__name__})"
+
+
+def check_seed(seed, flag: str = "--seed"):
+    """``seed`` when it is a whole number every user of a seed accepts (0..:data:`SEED_MAX`), else a
+    one-line :class:`ConfigError` that says the range."""
+    if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"expected a seed from 0 to {SEED_MAX} (2**32 - 1, what torch, NumPy and scikit-learn "
+                          f"all accept), found {_found(seed)}; pass a whole number in that range, e.g. {flag} 0")
+    return seed
+
+
+_EXAMPLES = {"noise": "gaussian:0.2", "threads": 1, "exaggeration": 2.0}  # where the default is None
+
+
+def check_types(settings, expected: dict) -> None:
+    """Refuse a field of the dataclass ``settings`` whose value is not of the kind ``expected``
+    names: ``{"epochs": "int", "lr": "number", "noise": "str?", ...}`` (``?``: None too)."""
+    tests = {"int": _is_int, "number": _is_number, "str": lambda v: isinstance(v, str),
+             "bool": lambda v: isinstance(v, bool)}
+    words = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "True or False"}
+    for name, kind in expected.items():
+        value = getattr(settings, name)
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if value is None and optional:
+            continue
+        if tests[kind](value):
+            if kind == "int" and type(value) is not int:  # numpy's integers: plain ints, as JSON writes them
+                setattr(settings, name, int(value))
+            elif kind == "number" and type(value) not in (int, float):
+                setattr(settings, name, float(value))
+            continue
+        example = _EXAMPLES.get(name, getattr(type(settings), name, None))
+        hint = f"e.g. {name}={example!r}"
+        raise ConfigError(f"expected {name} to be {words[kind]}{' or None' if optional else ''}, found "
+                          f"{_found(value)}; {hint}")
 
 
 @dataclass
@@ -31,7 +86,13 @@ class TrainConfig:
     freeze_encoder: bool = False  # train the rest only: the encoder (the codes) stays as it starts (with an init)
     progress: bool = True       # a progress bar on stderr
 
+    TYPES = {"epochs": "int", "batch_size": "int", "lr": "number", "seed": "int", "noise": "str?", "threads": "int?",
+             "channels_last": "bool", "amp": "str", "schedule": "str", "val_batch_size": "int",
+             "freeze_encoder": "bool", "progress": "bool"}
+
     def check(self) -> "TrainConfig":
+        check_types(self, self.TYPES)
+        check_seed(self.seed)
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"expected epochs >= 1, found {self.epochs}; e.g. --epochs 10")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -40,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"expected a learning rate > 0, found {self.lr}; e.g. --lr 1e-3")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        if self.val_batch_size < 1:
+            raise ConfigError(f"expected val_batch_size >= 1, found {self.val_batch_size}; e.g. val_batch_size=1000")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"expected schedule one of {', '.join(SCHEDULES)}, found {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "off"):
@@ -124,8 +187,13 @@ class MapConfig:
     threads: int = 1                  # n_jobs for the neighbour search and the gradient
     progress: bool = True             # a progress bar (or the library's own log) on stderr
 
+    TYPES = {"method": "str", "perplexity": "number", "exaggeration": "number?", "n_neighbors": "int",
+             "min_dist": "number", "seed": "int", "threads": "int", "progress": "bool"}
+
     def check(self, methods=None) -> "MapConfig":
         """Check the values; ``methods``: the registered map methods (aelab.embed passes them)."""
+        check_types(self, self.TYPES)
+        check_seed(self.seed)
         if methods is not None and self.method not in methods:
             raise ConfigError(f"unknown map method {self.method!r}; expected one of {', '.join(methods)}")
         if not self.perplexity > 0:

@@ -23,7 +23,7 @@ import torch
 from ..curves import LEARNED
 from ..data import check_images, load_dataset
 from ..errors import ConfigError, DataError
-from ..metrics import psnr_per_image, ssim_per_image
+from ..metrics import check_ssim_size, psnr_per_image, ssim_per_image
 from ..plots import rd_figures
 from ..runs import ZOO_PREFIX, atomic_write_text, is_zoo, read_json, run_file, write_json, zoo_names
 from .classical import CODECS, DEFAULT_METHODS, ImageCodec
@@ -117,6 +117,7 @@ def rate_distortion(images, methods=DEFAULT_METHODS, runs=(), train_images=None,
         raise ConfigError(f"unknown rate-distortion method {unknown[0]!r}; "
                           + (f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(CODECS)}"))
     u = to_uint8(images, "test images")
+    check_ssim_size(u.shape, "rate-distortion scores SSIM: measure images at least that large (--data)")
     train_u8 = None
     result = {"test_images": len(u), "image_shape": list(u.shape[1:]), "methods": {}, "skipped": {}}
     todo = []
