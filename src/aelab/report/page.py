@@ -7,6 +7,7 @@ Sections without data are left out, not shown empty.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import os
@@ -26,6 +27,50 @@ from ..version import __version__
 from .tables import evaluation_tables, fmt as _fmt, html_table as _table, rd_tables
 
 
+def _reading(what: str):
+    """Decorate a section builder: data it cannot read (a hand-edited or damaged file: a key
+    missing, a list where an object belongs) is a one-line :class:`ConfigError` naming ``what``."""
+    def wrap(build):
+        @functools.wraps(build)
+        def section(*args, **kwargs):
+            try:
+                return build(*args, **kwargs)
+            except AelabError:
+                raise
+            except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+                raise ConfigError(f"expected {what} as aelab writes it, found something else ({type(exc).__name__}: "
+                                  f"{exc}); restore the file (or remove what was edited in it), or rerun the "
+                                  "command that wrote it") from None
+        return section
+    return wrap
+
+
+_evaluation_tables = _reading("the 'evaluation' section of the run's metrics.json")(evaluation_tables)
+METRIC_SECTIONS = ("summary", "data", "model", "timing", "denoising", "evaluation", "embedding")
+
+
+def check_metrics(metrics: dict, path) -> dict:
+    """``metrics`` with each section aelab reads an object, as aelab writes it, or a one-line
+    :class:`ConfigError` naming the section of the file ``path`` that is not."""
+    for key in METRIC_SECTIONS:
+        if key in metrics and not isinstance(metrics[key], dict):
+            raise ConfigError(f"{path}: expected {key!r} to be an object {{...}} as aelab writes it, found "
+                              f"{json.dumps(metrics[key])[:60]}; restore the file (or remove {key!r} from it), or "
+                              "rerun the command that wrote it")
+    for key, entries in (("denoising", metrics.get("denoising", {})), ("embedding", metrics.get("embedding", {})),
+                         ("data.class_counts", metrics.get("data", {}).get("class_counts", {}))):
+        if not isinstance(entries, dict):
+            bad, value = None, entries
+        else:
+            bad = next((k for k, v in entries.items() if not isinstance(v, dict)), None)
+            value = entries.get(bad)
+        if bad is not None or not isinstance(entries, dict):
+            raise ConfigError(f"{path}: expected {key}{'' if bad is None else '.' + bad} to be an object {{...}} as "
+                              f"aelab writes it, found {json.dumps(value)[:60]}; restore the file (or remove "
+                              f"{key.split('.')[0]!r} from it), or rerun the command that wrote it")
+    return metrics
+
+
 def _img(path: Path, alt: str) -> str:
     # a figure that is a link to a file elsewhere (a key, a password file) is refused, not embedded
     data = base64.b64encode(runs.run_file(path.parent, path.name).read_bytes()).decode("ascii")
@@ -43,6 +88,7 @@ pre.doc{white-space:pre-wrap;font-size:.9em}nav ol{columns:2}.note{color:#555;fo
 """
 
 
+@_reading("the 'denoising' section of the run's metrics.json")
 def quality_table(metrics: dict) -> str | None:
     """The headline PSNR/SSIM table: noisy input vs. the model's output at each noise factor."""
     q = metrics.get("denoising")
@@ -71,6 +117,20 @@ def _kind_doc(kind: str) -> str | None:
     return doc.strip() if doc else None
 
 
+def _layers(model_cfg: dict) -> tuple[list[dict], int]:
+    """The layers (output shape, parameters) and parameter count of the config's network, from a dry
+    run on PyTorch's meta device (no memory, however big the network), else on a real build."""
+    planned = runs.planned_model(model_cfg)
+    if planned is not None:
+        try:
+            return describe(planned, planned.input_shape), count_parameters(planned)
+        except Exception:  # an operation the meta device lacks: build it for real
+            pass
+    model = runs.model_from_config(model_cfg)
+    return describe(model, model.input_shape), count_parameters(model)
+
+
+@_reading("the run's config.json, history.json and the 'model' section of metrics.json")
 def model_section(config: dict, metrics: dict, history: dict) -> str | None:
     """The network as a table of layers (output shape, parameters), the loss and its terms,
     the options and the training settings."""
@@ -79,8 +139,7 @@ def model_section(config: dict, metrics: dict, history: dict) -> str | None:
     layers, params = info.get("layers"), info.get("parameters")
     if not layers:  # a run from `aelab train`: rebuild the network from its config (no weights needed)
         try:
-            model = runs.model_from_config(model_cfg)
-            layers, params = describe(model, model.input_shape), count_parameters(model)
+            layers, params = _layers(model_cfg)
         except (AelabError, RuntimeError):
             layers = None
     out = []
@@ -116,6 +175,7 @@ def model_section(config: dict, metrics: dict, history: dict) -> str | None:
     return "".join(out)
 
 
+@_reading("the run's history.json and the 'timing' section of metrics.json")
 def training_section(run_dir: Path, metrics: dict, history: dict) -> str | None:
     """Loss curves per term (drawn from history.json when the run has no figure yet) and the
     time of each epoch."""
@@ -139,6 +199,35 @@ def training_section(run_dir: Path, metrics: dict, history: dict) -> str | None:
         out.append(f"<p>Seconds per epoch ({span}): {median:.1f} s"
                    + (f" ({html.escape(where)})" if where else "") + ".</p>" + _table(header, rows, cls="epochs"))
     return "".join(out)
+
+
+def check_history(history: dict, path) -> dict:
+    """``history`` as aelab writes it (``train`` and ``val``: each loss term's list of numbers, one
+    per epoch; ``seconds``: a number per epoch), or a one-line :class:`ConfigError` naming what in
+    the file ``path`` is not (a hand-edited or damaged history.json)."""
+    fix = (f"restore {path} (or remove it: the report then leaves the training out), or retrain the run")
+
+    def number(v) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    def found(v) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    for section in ("train", "val"):
+        terms = history.get(section, {})
+        if not isinstance(terms, dict):
+            raise ConfigError(f"{path}: expected {section!r} to map each loss term to its values per epoch "
+                              f"({{\"loss\": [0.03, ...]}}), found {found(terms)}; {fix}")
+        for term, values in terms.items():
+            if not isinstance(values, list) or not values or not all(number(v) for v in values):
+                raise ConfigError(f"{path}: expected {section}.{term} to be a list of numbers, one per epoch, "
+                                  f"found {found(values)}; {fix}")
+    seconds = history.get("seconds", [])
+    if not isinstance(seconds, list) or not all(number(v) and v is not None for v in seconds):
+        raise ConfigError(f"{path}: expected 'seconds' to be a list of numbers, one per epoch, found "
+                          f"{found(seconds)}; {fix}")
+    return history
 
 
 MAP_NOTE = ("Trustworthiness@10 (Venna &amp; Kaski 2001; 1 = every neighbour in the map is a neighbour "
@@ -170,6 +259,7 @@ def maps_table(metrics: dict) -> str | None:
                   rows, cls="maps")
 
 
+@_reading("the 'embedding' section of the run's metrics.json")
 def latent_section(run_dir: Path, metrics: dict) -> str | None:
     """The 2-D maps (coloured and with thumbnails) with their scores; a generative kind's
     samples, manifold and traversals when the run has them."""
@@ -193,6 +283,7 @@ def latent_section(run_dir: Path, metrics: dict) -> str | None:
     return "".join(out) or None
 
 
+@_reading("the run's config.json and the 'embedding' and 'timing' sections of metrics.json")
 def reproduce_section(config: dict, metrics: dict, command: str | None = None) -> str:
     """The exact commands that made this run and its maps, the versions, the timing."""
     torch_version = torch.__version__
@@ -215,6 +306,7 @@ RD_NOTE = ("Real bytes: each codec writes its files (or one stream for a whole s
            "smallest file of that codec is bigger.")
 
 
+@_reading("the run's rd.json")
 def compression_section(run_dir: Path) -> str | None:
     """The rate-distortion table and curves of ``aelab rd`` (``rd.json``), when the run has them."""
     path = runs.run_file(run_dir, "rd.json")
@@ -260,8 +352,10 @@ def write_report(run_dir, command: str | None = None) -> Path:
     fix = f"make {run_dir} writable, or copy the run elsewhere and report on the copy"
     ownership.check_writable(run_dir, fix=fix)  # before the page is built: it has no --out to choose
     metrics_path, history_path = runs.run_file(run_dir, runs.METRICS), runs.run_file(run_dir, runs.HISTORY)
-    metrics = runs.read_json(metrics_path) if os.path.lexists(metrics_path) else {}
-    history = runs.read_json(history_path) if os.path.lexists(history_path) else {}
+    metrics = check_metrics(runs.read_json(metrics_path), metrics_path) \
+        if os.path.lexists(metrics_path) else {}
+    history = check_history(runs.read_json(history_path), history_path) \
+        if os.path.lexists(history_path) else {}
     figs = runs.run_file(run_dir, "figures")
     model_cfg = config["model"]
     parts = [f"<h1>aelab: {html.escape(model_cfg['kind'])} autoencoder ({html.escape(model_cfg['net'])} network)</h1>"
@@ -303,7 +397,7 @@ def write_report(run_dir, command: str | None = None) -> Path:
         den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (docs/protocols.md), "
                          "fixed evaluation noise (seed 0).</p>" + table)
     if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
-        for caption, header, rows in evaluation_tables(metrics["evaluation"]):
+        for caption, header, rows in _evaluation_tables(metrics["evaluation"]):
             den_parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
     if (figs / "denoised.png").exists():
         den_parts.append(_img(figs / "denoised.png", "Noisy / cleaned / original, first 10 test images"))
