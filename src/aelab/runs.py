@@ -192,6 +192,7 @@ def save_model(model, run_dir, train_config: dict | None = None, extra: dict | N
     if train_config is not None:
         config["train"] = train_config
     if extra:
+        check_keys(extra, CONFIG_KEYS, "save_model(extra=...)")  # what read_config would refuse is not written
         config.update(extra)
     try:
         write_json(run_dir / CONFIG, config)
@@ -282,7 +283,24 @@ def read_config(run_dir) -> dict:
         raise ConfigError(f"{path}: expected a 'model' section, found none{hint}; the file is damaged, "
                           "retrain or restore it")
     check_model_config(config["model"], where=f"{path} 'model'")
+    unknown = next((k for k in config if k not in CONFIG_KEYS), None)
+    if unknown is not None:  # a typo or a hand edit would otherwise be ignored in silence
+        close = difflib.get_close_matches(str(unknown), list(CONFIG_KEYS), n=1)
+        raise ConfigError(f"{path}: expected only the keys aelab writes ({', '.join(CONFIG_KEYS)}), found unknown "
+                          f"key {unknown!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + "; rename or remove it")
+    for key, kind in CONFIG_KEYS.items():
+        if key in config and config[key] is not None and not isinstance(config[key], kind):
+            raise ConfigError(f"{path}: expected {key!r} to be a {kind.__name__}, found {json.dumps(config[key])[:60]}; "
+                              "the file is damaged, retrain or restore it")
     return config
+
+
+# The top-level keys of config.json: what save_model writes (format_version, aelab_version,
+# model, train) and the extras of train, compare and reproduce (class_names, initialised_from,
+# command), which the zoo's copies keep. Any other key is a typo or a hand edit: refused.
+CONFIG_KEYS = {"format_version": int, "aelab_version": str, "model": dict, "train": dict, "class_names": list,
+               "initialised_from": str, "command": str}
 
 
 MODEL_KEYS = {"kind": str, "net": str, "input_shape": list, "net_options": dict, "options": dict}
@@ -305,8 +323,94 @@ def check_model_config(model_config: dict, where: str = "config.json 'model'") -
                           f"{shape!r}; the file is damaged, retrain or restore it")
 
 
-def model_from_config(model_config: dict):
+def weights_header(path) -> dict[str, tuple]:
+    """The tensors of the safetensors run file ``path``, name -> shape, from its header alone
+    (nothing else is read); a missing or damaged file is a one-line :class:`ConfigError`."""
+    path = own_file(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            length = int.from_bytes(fh.read(8), "little") if size >= 8 else -1
+            if not 2 <= length <= min(size - 8, 100_000_000):
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            header = json.loads(fh.read(length).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("a header that is not a JSON object")
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except FileNotFoundError:
+        raise ConfigError(f"expected weights at {path}, found nothing; the run did not finish "
+                          "training (resume it with --resume)") from None
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ConfigError(f"{path}: expected a safetensors file, could not read it ({exc}); "
+                          "the file is damaged, retrain or restore it") from None
+
+
+def planned_model(model_config: dict):
+    """The model ``model_config`` describes, built on PyTorch's meta device: its layers and shapes
+    without the memory (a dense network on 2048x2048 images is 8.6 GB and half a minute to build).
+    None when the model cannot be built there (then only the real build can tell)."""
     check_model_config(model_config)
+    try:
+        with torch.device("meta"):
+            return build_model(model_config["kind"], model_config["input_shape"], net=model_config.get("net", "conv"),
+                               net_options=model_config.get("net_options"), **model_config.get("options", {}))
+    except ConfigError:
+        raise
+    except Exception:  # an operation the meta device lacks: leave the checks to the real build
+        return None
+
+
+def _check_model_memory(planned, where: str) -> None:
+    """Refuse, before it is built, a model whose tensors cannot fit in the memory available."""
+    from .data import available_memory  # heavy: numpy's and the data loaders' module, only here
+
+    tensors = list(planned.state_dict().values())
+    need, free = sum(t.numel() * t.element_size() for t in tensors), available_memory()
+    if need > free:
+        params = sum(t.numel() for t in tensors)
+        raise ConfigError(f"{where}: expected a model that fits in memory ({free / 1e9:.1f} GB available), found one "
+                          f"of {params:,} values that would need {need / 1e9:.1f} GB; check 'input_shape' and 'net' "
+                          "(a dense network on large images has a weight per pixel and unit), or use a machine with "
+                          "more memory")
+
+
+def check_weights_fit(model_config: dict, path) -> None:
+    """Refuse weights that do not fit the model of ``model_config``, from the safetensors header of
+    ``path`` and the model planned on the meta device, before anything is built or read (a
+    config edited to 2048x2048 images beside 28x28 weights is refused at once, not after building
+    an 8.6 GB model); and a model too big for the memory. :func:`load_weights` checks the rest."""
+    from .quantize import INT8, SCALE, SHAPE, _PACKED
+
+    stored_raw = weights_header(path)
+    planned = planned_model(model_config)
+    if planned is None:
+        return
+    own = {k: tuple(v.shape) for k, v in planned.state_dict().items()}
+    derived = set(getattr(planned, "derived_keys", ()))
+    stored = {}
+    for key, shape in stored_raw.items():
+        if key.endswith(INT8):
+            stored[key[:-len(INT8)]] = shape
+        elif _PACKED.search(key):
+            stored[key[:key.rindex("#")]] = None  # packed: the shape is in the data, load_weights checks it
+        elif not key.endswith((SCALE, SHAPE)):
+            stored[key] = shape
+    missing = [k for k in own if k not in stored and k not in derived]
+    extra = [k for k in stored if k not in own]
+    wrong = [k for k in own if k not in derived and stored.get(k) is not None and stored[k] != own[k]]
+    if missing or extra or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                  f"{wrong[0]} has shape {stored[wrong[0]]}, the config builds {own[wrong[0]]}")
+        raise ConfigError(f"{own_file(path)}: the weights do not match the model in config.json ({detail}); "
+                          "the two files come from different runs")
+    _check_model_memory(planned, str(own_file(path).parent / CONFIG))
+
+
+def model_from_config(model_config: dict):
+    """The model ``model_config`` describes (untrained); one too big for the memory is refused first."""
+    planned = planned_model(model_config)  # checks the config too
+    if planned is not None:
+        _check_model_memory(planned, "config.json 'model'")
     return build_model(model_config["kind"], model_config["input_shape"], net=model_config.get("net", "conv"),
                        net_options=model_config.get("net_options"), **model_config.get("options", {}))
 
@@ -315,6 +419,7 @@ def load_model(run_dir, device: str | torch.device = "cpu"):
     """Rebuild the model of ``run_dir`` (a folder, or ``zoo:NAME``) from its config and load its weights, in eval mode."""
     run_dir = locate(run_dir)
     config = read_config(run_dir)
+    check_weights_fit(config["model"], run_file(run_dir, WEIGHTS))  # before building: from the headers alone
     model = model_from_config(config["model"])
     load_weights(model, run_file(run_dir, WEIGHTS))
     return model.to(device).eval()
