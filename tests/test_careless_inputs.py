@@ -29,6 +29,7 @@ from aelab import data, runs
 from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.evaluate import denoising_quality
+from aelab.noise import parse_noise
 from aelab.settings import MapConfig, TrainConfig
 
 from imagefiles import GREY_ALPHA, RGBA, write_png
@@ -103,6 +104,7 @@ def test_train_config_refuses_wrong_types_in_one_line():
            "noise='gaussian:0.2'")
     raises(ConfigError, lambda: TrainConfig(channels_last="no").check(), "expected channels_last to be True or False")
     raises(ConfigError, lambda: MapConfig(perplexity="x").check(), "expected perplexity to be a number")
+    assert TrainConfig(noise=parse_noise("gaussian:0.2")).check()  # a Noise object is a noise too
     config = TrainConfig(epochs=np.int64(2), lr=np.float32(0.01)).check()  # NumPy's numbers: plain ones, for JSON
     assert type(config.epochs) is int and type(config.lr) is float
 

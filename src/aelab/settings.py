@@ -86,7 +86,7 @@ class TrainConfig:
     freeze_encoder: bool = False  # train the rest only: the encoder (the codes) stays as it starts (with an init)
     progress: bool = True       # a progress bar on stderr
 
-    TYPES = {"epochs": "int", "batch_size": "int", "lr": "number", "seed": "int", "noise": "str?", "threads": "int?",
+    TYPES = {"epochs": "int", "batch_size": "int", "lr": "number", "seed": "int", "threads": "int?",
              "channels_last": "bool", "amp": "str", "schedule": "str", "val_batch_size": "int",
              "freeze_encoder": "bool", "progress": "bool"}
 
@@ -109,8 +109,11 @@ class TrainConfig:
             raise ConfigError(f"expected amp auto, bf16 or off, found {self.amp!r}")
         # heavy: the noise models and the device check need torch, which this module never imports at load
         from .device import resolve_device
-        from .noise import parse_noise
+        from .noise import Noise, parse_noise
 
+        if self.noise is not None and not isinstance(self.noise, (str, Noise)):
+            raise ConfigError(f"expected noise to be a string or None (or an aelab.noise.Noise), found "
+                              f"{_found(self.noise)}; e.g. noise='gaussian:0.2'")
         parse_noise(self.noise)  # raises on a bad spec
         resolve_device(self.device)
         return self
