@@ -30,6 +30,7 @@ from . import anchors, plots, runs
 from .data import load_dataset
 from .errors import ConfigError
 from .inference import apply_model
+from .memory import check_training_memory
 from .metrics import jacobian_norm, knn_accuracy, near_zero_fraction, psnr, ssim
 from .models.variational import binarize
 from .noise import add_evaluation_noise, evaluation_noise
@@ -137,6 +138,7 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
     noisy = add_evaluation_noise(test.x, 0.2, evaluation_noise(test.x.shape))
     rows, recon, denoised = [], [("original", test.x[:10])], [("original", test.x[:10]), ("noisy 0.2", noisy[:10])]
     vae_shared = shared if vae_net in (None, net) else {"latent_dim": latent_dim}
+    specs = []
     for entry in entries:
         entry_net, entry_net_options, entry_options = net, {**shared, **entry.net_options}, entry.options
         if entry.name == VAE_ROW:  # the --vae-* options are this row's
@@ -145,6 +147,10 @@ def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net
             entry_options = {**entry.options, **(vae_options or {})}
         spec = {"kind": entry.kind, "input_shape": train.input_shape, "net": entry_net,
                 "net_options": entry_net_options, "options": entry_options}
+        specs.append((entry, spec))
+    for entry, spec in specs:  # every row fits in memory, checked before the first is trained or an old run goes
+        check_training_memory(spec, config, len(train), len(test))
+    for entry, spec in specs:
         run_config = dataclasses.replace(config, noise=entry.noise)
         run_dir = out / _slug(entry.name)
         t0 = time.perf_counter()

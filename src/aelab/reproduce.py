@@ -20,6 +20,7 @@ from . import distributed, plots, runlock, runs
 from .data import load_dataset
 from .evaluate import NOISE_FACTORS, denoising_quality, hardest_images
 from .inference import apply_model
+from .memory import check_training_memory
 from .nets import count_parameters, describe
 from .noise import add_evaluation_noise
 from .report import write_report
@@ -80,8 +81,10 @@ def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, res
 
     # 1. the model and its training (an old run in ``out`` is cleared only when this one starts)
     t_train = time.perf_counter()
-    model, history = train_run({"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"},
-                               train_set.x, test_set.x, config, out, resume=resume, record=config.record(data, limit),
+    spec = {"kind": "denoising", "input_shape": train_set.input_shape, "net": "conv"}
+    check_training_memory(spec, config, len(train_set), len(test_set))  # before the old run's files go
+    model, history = train_run(spec, train_set.x, test_set.x, config, out, resume=resume,
+                               record=config.record(data, limit),
                                extra={"class_names": train_set.class_names, "command": cmd}, overwrite=overwrite,
                                resume_command=f"aelab reproduce --resume --out {shlex.quote(str(out))}")
     train_seconds = time.perf_counter() - t_train

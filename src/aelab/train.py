@@ -21,6 +21,7 @@ from . import distributed, ownership, runlock, runs
 from .data import check_images, has_test_split, load_dataset
 from .errors import AelabWarning, ConfigError
 from .loop import fit
+from .memory import check_training_memory
 from .models import Autoencoder, build_model
 from .settings import SCHEDULES, TrainConfig, learning_rate
 
@@ -178,6 +179,7 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
                 "options": options}
         record = config.record(data, limit)
         extra = {"class_names": train_set.class_names}
+    check_training_memory(spec, config, len(train_set), len(val_set) if val_set else 0)  # before out is touched
     model, _ = train_run(spec, train_set.x, val_set.x if val_set else None, config, out, resume=resume,
                          init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
                          resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
