@@ -122,3 +122,81 @@ def test_reproduce_and_compare_check_the_training_before_writing(fake_fashion, t
                        "--no-progress", "--kinds", "undercomplete,denoising"],
               "expected a training that fits in memory (100 MB available)", "the undercomplete model")
     assert not list((tmp_path / "cmp").glob("*/config.json"))
+
+
+# -- item 11: --freeze-encoder without --init ----------------------------------------------------
+
+def test_freeze_encoder_without_init_is_refused(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "frozen"
+    cli_error(capsys, ["train", "--data", str(fake_fashion), "--freeze-encoder", "--out", str(out), *FAST],
+              "expected --init RUN with --freeze-encoder", "found no --init", "the encoder would stay random",
+              "pass --init RUN, or leave --freeze-encoder out")
+    assert not out.exists()
+    raises(ConfigError, lambda: train(data=str(fake_fashion), out=str(out), epochs=1, freeze_encoder=True,
+                                      progress=False),
+           "expected --init RUN with --freeze-encoder")
+    assert not out.exists()
+
+
+# -- item 12: flags that one another or the data would silently void ---------------------------
+
+@pytest.mark.parametrize("npz", [False, True])
+def test_size_where_nothing_is_resized_is_refused(fake_fashion, tmp_path, capsys, npz):
+    source = fake_fashion
+    if npz:
+        source = tmp_path / "x.npz"
+        np.savez(source, x=np.zeros((16, 1, 28, 28), np.float32))
+    out = tmp_path / "run"
+    cli_error(capsys, ["train", "--data", str(source), "--size", "64,64", "--out", str(out), *FAST],
+              "expected --size with a folder of images", ".npz file" if npz else "the Fashion-MNIST files in",
+              "whose images keep their size; leave --size out")
+    assert not out.exists()
+
+
+def test_resume_and_overwrite_together_are_refused(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(fake_fashion), "--out", str(out), *FAST]) == 0
+    before = _snapshot(out)
+    for command in (["train", "--data", str(fake_fashion)], ["reproduce", "--data", str(fake_fashion)]):
+        cli_error(capsys, [*command, "--resume", "--overwrite", "--out", str(out), *FAST[:2], "--no-progress"],
+                  "expected --resume or --overwrite, found both", "pass one of them")
+        assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("kind, given, flag", [
+    ("denoising", "reconstruction=mse", ["--loss", "l1"]),
+    ("variational", "beta=2", ["--beta", "1"]),
+    ("codec", "lmbda=0.01", ["--lambda", "0.05"]),
+    ("denoising", "reconstruction=mse", ["--option", "reconstruction=l1"]),
+])
+def test_an_option_given_twice_with_two_values_is_refused(fake_fashion, tmp_path, capsys, kind, given, flag):
+    out = tmp_path / "run"
+    cli_error(capsys, ["train", "--kind", kind, "--data", str(fake_fashion), "--option", given, *flag,
+                       "--out", str(out), "--limit", "16", *FAST],
+              f"expected one value for {given.split('=')[0]}, found --option {given} and {' '.join(flag)}",
+              "give it once")
+    assert not out.exists()
+
+
+def test_the_same_value_twice_is_fine_and_a_training_setting_in_option_is_refused(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(fake_fashion), "--option", "reconstruction=mse", "--loss", "mse",
+                 "--out", str(out), *FAST]) == 0
+    assert runs.read_config(out)["model"]["options"]["reconstruction"] == "mse"
+    cli_error(capsys, ["train", "--data", str(fake_fashion), "--option", "epochs=3", "--out", str(tmp_path / "r2"),
+                       *FAST],
+              "expected a kind's hyper-parameter in --option, found epochs, which has its own flag; pass --epochs")
+    cli_error(capsys, ["train", "--data", str(fake_fashion), "--net-option", "latent_dim=8",
+                       "--net-option", "latent_dim=16", "--out", str(tmp_path / "r3"), *FAST],
+              "expected one value for latent_dim, found --net-option latent_dim=8 and --net-option latent_dim=16")
+
+
+def test_reproduce_resume_keeps_the_runs_noise_factor(fake_fashion, tmp_path):
+    """--noise-factor defaulted to 0.2, so a --resume of a run trained at 0.3 went on at 0.2."""
+    out = tmp_path / "rep"
+    args = ["reproduce", "--data", str(fake_fashion), "--out", str(out), "--no-progress", "--device", "cpu",
+            "--batch-size", "16"]
+    assert main([*args, "--epochs", "1", "--noise-factor", "0.3"]) == 0
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    assert runs.read_config(out)["train"]["noise"] == "gaussian:0.3"
+    assert runs.read_json(out / "metrics.json")["trained_noise_factor"] == 0.3

@@ -11,7 +11,7 @@ import json
 import sys
 import textwrap
 
-from .errors import AelabError
+from .errors import AelabError, ConfigError
 from .settings import COMPARE, EMBED, EVALUATE, REPRODUCE_FAST, TRAIN
 
 FMT = argparse.RawDescriptionHelpFormatter
@@ -118,7 +118,8 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
 
 def _reproduce_args(p):
     _common_train(p, "runs/reproduce", fast=True)
-    p.add_argument("--noise-factor", type=float, default=0.2, help="Gaussian noise factor (default 0.2)")
+    p.add_argument("--noise-factor", type=float, default=None,
+                   help="Gaussian noise factor (default 0.2; with --resume the run's own)")
     p.add_argument("--fast", action="store_true",
                    help=f"time to quality: batch {REPRODUCE_FAST.batch_size}, one-cycle lr {REPRODUCE_FAST.lr:g}, "
                         f"{REPRODUCE_FAST.epochs} epochs (the tutorial's quality in less CPU)")
@@ -169,19 +170,36 @@ def _train_args(p):
                         "the network's options may then differ in the decoder, e.g. decoder_hidden=[...])")
 
 
+def _once(flag: str, pairs, aliases=()) -> dict:
+    """``flag KEY=VALUE`` pairs (and ``aliases``: (alias flag, KEY, value or None)) as a dict;
+    a key given twice with different values is refused (the same value twice is fine)."""
+    found: dict = {}
+    given = [(f"{flag} {k}={v if isinstance(v, str) else json.dumps(v)}", k, v) for k, v in pairs]
+    for label, key, value in given + [(f"{alias} {v:g}" if isinstance(v, float) else f"{alias} {v}", k, v)
+                                      for alias, k, v in aliases if v is not None]:
+        if key in found and found[key][1] != value:
+            raise ConfigError(f"expected one value for {key}, found {found[key][0]} and {label}; give it once")
+        found.setdefault(key, (label, value))
+    return {k: v for k, (_, v) in found.items()}
+
+
 def _train(args, command_line):
     from . import distributed  # heavy: torch
     from .train import train
 
     distributed.setup(args.device or TRAIN.device)  # joins the process group under torchrun; no-op otherwise
-    aliases = {k: v for k, v in (("reconstruction", args.reconstruction), ("beta", args.beta),
-                                  ("lmbda", args.lmbda)) if v is not None}
-    model = train(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
-                  resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
-                  size=args.size, net_options=dict(args.net_options), schedule=args.schedule, amp=args.amp,
-                  init=args.init, overwrite=args.overwrite, freeze_encoder=args.freeze_encoder,
-                  **{**dict(args.options), **aliases})
+    flags = dict(kind=args.kind, net=args.net, data=args.data, out=args.out, epochs=args.epochs,
+                 batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
+                 resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
+                 size=args.size, schedule=args.schedule, amp=args.amp, init=args.init, overwrite=args.overwrite,
+                 freeze_encoder=args.freeze_encoder)
+    options = _once("--option", args.options, (("--loss", "reconstruction", args.reconstruction),
+                                               ("--beta", "beta", args.beta), ("--lambda", "lmbda", args.lmbda)))
+    for key in options.keys() & (flags.keys() | {"net_options"}):  # train() would take it twice
+        flag = {"progress": "--no-progress", "net_options": "--net-option"}.get(key, "--" + key.replace("_", "-"))
+        raise ConfigError(f"expected a kind's hyper-parameter in --option, found {key}, which has its own flag; "
+                          f"pass {flag} instead")
+    model = train(**flags, net_options=_once("--net-option", args.net_options), **options)
     if hasattr(model, "likelihood"):  # a kind whose terms are nats (the variational one)
         print(f"likelihood: {model.likelihood}; the terms in history.json are nats per image")
     print(f"wrote {args.out}/ (config.json, model.safetensors, history.json)")

@@ -18,11 +18,12 @@ import torch
 
 from . import distributed, plots, runlock, runs
 from .data import load_dataset
+from .errors import ConfigError
 from .evaluate import NOISE_FACTORS, denoising_quality, hardest_images
 from .inference import apply_model
 from .memory import check_training_memory
 from .nets import count_parameters, describe
-from .noise import add_evaluation_noise
+from .noise import Gaussian, add_evaluation_noise, parse_noise
 from .report import write_report
 from .settings import FAST, TUTORIAL, TrainConfig
 from .train import check_new_run, train_run
@@ -37,7 +38,7 @@ def _class_counts(train, test) -> dict:
     return counts
 
 
-def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_factor: float = 0.2,
+def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_factor: float | None = None,
               batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
               limit: int | None = None, data: str | None = None, resume: bool = False, device: str = "auto",
               threads: int | None = None, progress: bool = True, command: str | None = None, fast: bool = False,
@@ -47,10 +48,14 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
     ``limit`` keeps the first N images of both splits, for a quick look. ``fast`` trains with
     the :data:`aelab.settings.FAST` preset instead of the tutorial's schedule; explicit ``epochs``,
     ``batch_size`` and ``lr`` override either preset. ``resume`` continues the run's own plan
-    (its epochs, batch size, learning rate, schedule and seed) except what is given here.
+    (its epochs, batch size, learning rate, schedule, seed and noise factor) except what is given
+    here; ``noise_factor`` None: the run's own on resume, else the tutorial's 0.2.
     ``out`` is locked while it is written; a run already there is refused unless ``resume`` or
     ``overwrite`` (which removes the old run's files first; see :func:`aelab.train.train_run`).
     """
+    if resume and overwrite:
+        raise ConfigError("expected --resume or --overwrite, found both: --resume continues the run in --out, "
+                          "--overwrite replaces it; pass one of them")
     out = Path(out)
     cmd = command or "aelab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     with (runlock.hold(out, cmd) if distributed.is_main() else contextlib.nullcontext()):
@@ -70,6 +75,9 @@ def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, res
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     settings = {**preset, **{k: v for k, v in given.items() if v is not None}}
     seed = seed if seed is not None else saved.get("seed", TrainConfig.seed)
+    if noise_factor is None:  # the run's own when resuming, else the tutorial's
+        noise = parse_noise(saved.get("noise")) if saved else None
+        noise_factor = noise.factor if isinstance(noise, Gaussian) else 0.2
     batch_size = settings["batch_size"]
     config = TrainConfig(seed=seed, noise=f"gaussian:{noise_factor:g}", device=device, threads=threads,
                          progress=progress, **settings).check()

@@ -151,6 +151,9 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
                  **given}
     config = TrainConfig(**given).check()
     out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("expected --resume or --overwrite, found both: --resume continues the run in --out, "
+                          "--overwrite replaces it; pass one of them")
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
         resume = False
@@ -166,6 +169,8 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
             raise ConfigError(f"{out} was trained with --limit {saved_limit}, found --limit {limit}; resume with "
                               "the same limit (or leave it out), or train a new run in another --out")
         limit = saved_limit
+    _check_flags(data, size, given.get("freeze_encoder", saved.get("train", {}).get("freeze_encoder")),
+                 saved.get("initialised_from") if resume else init)
     train_set = load_dataset(data, "train", limit=limit, size=size)
     val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
     if resume:  # the run's own plan and model, as it was built, less what was given and this machine's settings
@@ -184,6 +189,23 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
                          init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
                          resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
     return model
+
+
+def _check_flags(data, size, freeze_encoder: bool | None, init) -> None:
+    """Refuse flags that one another or the data would silently void (before the data is read):
+    ``--freeze-encoder`` without ``--init`` (a random encoder, kept), ``--size`` where nothing is resized."""
+    if freeze_encoder and init is None:
+        raise ConfigError("expected --init RUN with --freeze-encoder (it keeps the encoder's starting weights), "
+                          "found no --init: the encoder would stay random; pass --init RUN, or leave "
+                          "--freeze-encoder out")
+    if size is None:
+        return
+    p = None if data is None else Path(data)
+    ignored = ("Fashion-MNIST" if p is None else f"the .npz file {p}" if p.suffix == ".npz" else
+               f"the Fashion-MNIST files in {p}" if has_test_split(p) else None)
+    if ignored:
+        raise ConfigError(f"expected --size with a folder of images (it resizes them as they are read), found "
+                          f"{ignored}, whose images keep their size; leave --size out")
 
 
 def _load_initial_weights(model: Autoencoder, run_dir, encoder_only: bool = False) -> None:
