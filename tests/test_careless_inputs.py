@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aelab import data, runs
+from aelab import arrays, data, runs
 from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.evaluate import denoising_quality
@@ -285,7 +285,7 @@ def test_a_dense_config_of_2048x2048_is_refused_before_it_is_built(fake_fashion,
         raises(ConfigError, lambda: runs.load_model(run), "the weights do not match the model in config.json",
                "encoder.1.weight has shape (256, 784), the config builds (256, 4194304)")
         # a model that cannot fit in memory is refused before it is built, weights or not
-        monkeypatch.setattr(data, "available_memory", lambda: 2 * 10 ** 9)
+        monkeypatch.setattr(arrays, "available_memory", lambda: 2 * 10 ** 9)
         raises(ConfigError, lambda: runs.model_from_config(config["model"]),
                "expected a model that fits in memory (2.0 GB available)", "2,151,694,880 values",
                "check 'input_shape' and 'net'")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aelab import data, runs
+from aelab import arrays, runs
 from aelab.cli import main
 from aelab.errors import ConfigError
 from aelab.settings import TrainConfig
@@ -25,12 +25,7 @@ FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu
 
 def _budget(monkeypatch, nbytes: int) -> None:
     """Pretend that only ``nbytes`` of memory are available (to the data check and the training's)."""
-    monkeypatch.setattr(data, "available_memory", lambda: nbytes)
-    try:
-        import aelab.memory  # new in round three: before it (the old code) only the data were checked
-    except ImportError:
-        return
-    monkeypatch.setattr(aelab.memory, "available_memory", lambda: nbytes)
+    monkeypatch.setattr(arrays, "available_memory", lambda: nbytes)  # every check reads it there
 
 
 def _snapshot(folder) -> dict:

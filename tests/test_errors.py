@@ -151,7 +151,7 @@ def test_images_of_different_sizes_without_size(tmp_path):
     write_png(tmp_path / "a" / "0.png", np.zeros((12, 10), np.uint8))
     write_png(tmp_path / "a" / "1.png", np.zeros((8, 8), np.uint8))
     raises(DataError, lambda: data.load_image_folder(tmp_path), "expected images of one size", "found 2 sizes",
-           "a/0.png is 12x10", "a/1.png is 8x8", "pass --size H,W")
+           "a/0.png is 12x10", "a/1.png is 8x8", "pass --crop H,W", "or --size H,W")
     assert data.load_image_folder(tmp_path, size=(6, 5)).x.shape == (2, 1, 6, 5)
 
 

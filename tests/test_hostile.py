@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelab import checkpoint, data, runs
+from aelab import arrays, checkpoint, data, runs, streaming
 from aelab.cli import main
 from aelab.errors import ConfigError, DataError
 from aelab.models import build_model
@@ -159,14 +159,15 @@ def test_absurd_size_is_refused_before_anything_is_read(tmp_path, capsys):
 
 def test_image_folder_that_cannot_fit_in_memory(tmp_path, monkeypatch, capsys):
     folder = _folder(tmp_path, n=3, side=8)
-    monkeypatch.setattr(data, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(arrays, "available_memory", lambda: 100_000)
     read = []
-    monkeypatch.setattr(data, "load_image", lambda *a, **k: read.append(a) or np.zeros((8, 8), np.float32))
+    monkeypatch.setattr(streaming, "load_image", lambda *a, **k: read.append(a) or np.zeros((8, 8), np.float32))
     msg = raises(DataError, lambda: data.load_image_folder(folder, size=(100, 100)), "expected data that fits in memory",
                  "3 images of 1x100x100", "would need 0.1 MB", "smaller --size H,W or --limit N")
     assert not read, "refused before any image was decoded"
+    # training streams the folder (never held whole): what cannot fit is its step, refused before any work
     cli_error(capsys, ["train", "--data", str(folder), "--size", "100,100", "--out", str(tmp_path / "r")],
-              "expected data that fits in memory", "--limit")
+              "expected a training that fits in memory")
     assert data.load_image_folder(folder, size=(100, 100), limit=2).x.shape == (2, 1, 8, 8)  # --limit reads fewer
     assert msg
 
@@ -189,7 +190,7 @@ def test_npz_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path)
 def test_npz_and_idx_that_cannot_fit_in_memory(tmp_path, monkeypatch):
     np.savez(tmp_path / "ok.npz", x=np.zeros((50, 1, 8, 8), np.uint8))
     write_idx(tmp_path / "i.gz", np.zeros((50, 8, 8)))
-    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    monkeypatch.setattr(arrays, "available_memory", lambda: 1000)
     raises(DataError, lambda: data.load_npz(tmp_path / "ok.npz"), "expected data that fits in memory", "ok.npz",
            "would need")
     raises(DataError, lambda: data.read_idx(tmp_path / "i.gz"), "expected data that fits in memory", "i.gz",

@@ -35,6 +35,9 @@ def test_unknown_kind_and_option():
 
 
 def test_wrong_input_shape_is_clear():
-    model = build_model("denoising", (1, 28, 28))
-    with pytest.raises(DataError, match=r"expected images of shape \(N, 1, 28, 28\).*found \(2, 3, 28, 28\)"):
+    model = build_model("denoising", (1, 28, 28))  # fully convolutional: any H, W, but its own channels
+    with pytest.raises(DataError, match=r"expected images of shape \(N, 1, H, W\).*found \(2, 3, 28, 28\)"):
         model(torch.rand(2, 3, 28, 28))
+    dense = build_model("denoising", (1, 28, 28), net="dense")
+    with pytest.raises(DataError, match=r"expected images of shape \(N, 1, 28, 28\).*found \(2, 1, 30, 28\)"):
+        dense(torch.rand(2, 1, 30, 28))

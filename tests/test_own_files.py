@@ -86,7 +86,7 @@ def test_overwrite_with_data_of_the_wrong_shape_keeps_the_old_run_from_python(tm
     (old / "history.json").write_text('{"train": {}}')
     before = _snapshot(old)
     spec = {"kind": "denoising", "input_shape": (1, 12, 12), "net": "conv"}
-    with pytest.raises(AelabError, match="expected images of shape"):
+    with pytest.raises(AelabError, match="expected training images of shape"):
         train_run(spec, torch.rand(8, 1, 20, 20), None, TrainConfig(epochs=1, progress=False), old, overwrite=True)
     assert _snapshot(old) == before
 

@@ -185,15 +185,15 @@ def test_train_run_writes_the_run_and_discards_a_stale_checkpoint(tmp_path):
     spec = {"kind": "denoising", "input_shape": (1, 12, 12), "net": "conv"}
     runs.save_model(_model(seed=1), tmp_path)  # an earlier run of aelab's, with its training state
     (tmp_path / "checkpoint.pt").write_bytes(b"a previous run's state")
-    with pytest.raises(AelabError, match="expected images of shape"):  # refused before anything is removed
+    with pytest.raises(AelabError, match="expected training images of shape"):  # refused before anything is removed
         train_run(spec, torch.rand(8, 1, 20, 20), None, cfg, tmp_path, overwrite=True)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"a previous run's state"
-    model, hist = train_run(spec, x, xv, cfg, tmp_path, record=cfg.record("somewhere", 96), extra={"note": "x"},
+    model, hist = train_run(spec, x, xv, cfg, tmp_path, record=cfg.record("somewhere", 96), extra={"command": "x"},
                             overwrite=True)
     assert (tmp_path / "checkpoint.pt").read_bytes() != b"a previous run's state"  # never resumed from
     saved = runs.read_config(tmp_path)
     assert saved["train"] == cfg.record("somewhere", 96) and "progress" not in saved["train"]
-    assert saved["note"] == "x" and len(hist["train"]["loss"]) == 1
+    assert saved["command"] == "x" and len(hist["train"]["loss"]) == 1
     # a spec is built right after torch.manual_seed(config.seed): the same weights as a model built so
     same, _ = train_run(_model(seed=4), x, xv, cfg, tmp_path / "b")
     for a, b in zip(model.state_dict().values(), same.state_dict().values()):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import commands as c
+from . import commands_codec as codec
 from . import runlock
 from . import commands_zoo as cz
 from .errors import AelabError, AelabWarning
@@ -80,16 +81,16 @@ COMMANDS = (
             "figures/rd_ssim.png and report.html into --out. Methods: jpeg, jpeg-scan, webp, avif,\n"
             "avif-payload, pca, png, xz (default all; also pca-laplace); --runs adds aelab codec runs.\n\n"
             "examples:\n  aelab rd --out runs/rd\n"
-            "  aelab rd --runs runs/codec-a runs/codec-b --methods none --update --out runs/rd", c._rd_args, c._rd),
+            "  aelab rd --runs runs/codec-a runs/codec-b --methods none --update --out runs/rd", codec._rd_args, codec._rd),
     Command("compress", "images to a compact byte stream with a codec run",
             "Encode images with a codec run (kind codec) and range-code the quantised latents\n"
             "into one file: a small header (model identity, image count, shapes) and the entropy-coded\n"
             "latents. Needs constriction (pip install 'aelab[codec]').\n\nexample:\n"
-            "  aelab compress --run runs/codec-0.01 shirt.png shoe.png --out two.ael", c._compress_args, c._compress),
+            "  aelab compress --run runs/codec-0.01 shirt.png shoe.png --out two.ael", codec._compress_args, codec._compress),
     Command("decompress", "a byte stream back to PNG images",
             "Decode a file written by `aelab compress` with the same run; writes 00000.png,\n"
             "00001.png, ... (8-bit) into --out. Another run's model is refused.\n\nexample:\n"
-            "  aelab decompress two.ael --run runs/codec-0.01 --out decoded/", c._decompress_args, c._decompress),
+            "  aelab decompress two.ael --run runs/codec-0.01 --out decoded/", codec._decompress_args, codec._decompress),
     Command("explore", "an interactive page to look inside a model",
             "Write one self-contained page (no server, no network): the latent map of the test images\n"
             "(hover for the image, its reconstruction and neighbours), sliders that decode live in the\n"

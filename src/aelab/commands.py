@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 
 from .errors import AelabError, ConfigError
@@ -110,8 +109,15 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
                    help="continue an interrupted run from its checkpoint, with its own settings unless given")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (removes the files aelab wrote there, nothing else)")
+    _break_lock_arg(p)
     p.add_argument("--device", default=None, help=f"auto (CUDA when present), cpu or cuda (default {TRAIN.device})")
     _common_io(p, out_default)
+
+
+def _break_lock_arg(p: argparse.ArgumentParser):
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over --out's lock (.aelab.lock) left by a process that cannot be asked: another host's, "
+                        "e.g. a container restarted under a new name (never a live process of this host)")
 
 
 # -- the subcommands: flags, then what runs ----------------------------------------------
@@ -147,6 +153,12 @@ def _train_args(p):
                    help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25, shift:2 "
                         "(default: the kind's own, gaussian:0.2 for denoising)")
     p.add_argument("--size", type=_size, default=None, help="resize folder images to H,W")
+    p.add_argument("--crop", type=_size, default=None,
+                   help="train on a random H,W window of each image per epoch (photos, mixed sizes; validation "
+                        "on the centre window); a fully convolutional model then cleans any size")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that read a streamed --data (a folder, an .npz) ahead of the training "
+                        "(default 0: read in the loop; the weights are the same either way)")
     p.add_argument("--net-option", dest="net_options", type=_kv, action="append", default=[],
                    metavar="KEY=VALUE", help="a network option, e.g. latent_dim=32 (repeatable)")
     p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
@@ -192,7 +204,7 @@ def _train(args, command_line):
                  batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                  resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                  size=args.size, schedule=args.schedule, amp=args.amp, init=args.init, overwrite=args.overwrite,
-                 freeze_encoder=args.freeze_encoder)
+                 freeze_encoder=args.freeze_encoder, crop=args.crop, workers=args.workers)
     options = _once("--option", args.options, (("--loss", "reconstruction", args.reconstruction),
                                                ("--beta", "beta", args.beta), ("--lambda", "lmbda", args.lmbda)))
     for key in options.keys() & (flags.keys() | {"net_options"}):  # train() would take it twice
@@ -381,80 +393,6 @@ def _sample(args, command_line):
 
     for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
         print(f"wrote {p}")
-
-
-def _rd_args(p):
-    p.add_argument("--runs", nargs="+", default=[], metavar="DIR", help="codec run directories (one point each)")
-    p.add_argument("--methods", type=_names, default=None,
-                   help="comma-separated classical codecs (default all installed), or none")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
-    p.add_argument("--train-limit", type=int, default=None, help="training images PCA is fitted on (default all)")
-    _common_io(p, "runs/rd", "output folder, or a run directory", threads=1)
-    p.add_argument("--update", action="store_true",
-                   help="keep the other methods and codec runs already in OUT/rd.json (measured on the same images)")
-    _refine_arg(p)
-
-
-def _refine_arg(p):
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="the codec's encoder search: STEPS gradient steps an image for fewer bytes at a better "
-                        "picture (e.g. 30; slower to compress, any decoder reads it; default 0: none)")
-
-
-def _rd(args, command_line):
-    from .compression.rd import DEFAULT_METHODS, rd  # heavy: torch, Pillow
-    from .report import write_report
-    from .report.tables import rd_headline_markdown
-
-    methods = DEFAULT_METHODS if args.methods is None else [m for m in args.methods if m != "none"]
-    result = rd(out=args.out, runs=args.runs, methods=methods, limit=args.limit, data=args.data,
-                train_limit=args.train_limit, update=args.update, threads=args.threads, progress=args.progress,
-                command=command_line, refine=args.refine)
-    write_report(args.out, command=command_line)
-    print(rd_headline_markdown(result))
-    print(f"wrote {args.out}/ (rd.json, rd.md, figures/rd_psnr.png, figures/rd_ssim.png, report.html)")
-
-
-def _compress_args(p):
-    p.add_argument("--run", required=True, help="a run directory of the codec kind")
-    p.add_argument("inputs", nargs="+", help="image files (PNG/JPEG), one folder of images, or one .npz")
-    p.add_argument("--out", required=True, help="the compressed file to write (e.g. images.ael)")
-    _overwrite_arg(p, "a file at --out")
-    _refine_arg(p)
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress on stderr while --refine searches")
-
-
-def _search_progress(done: int, total: int) -> None:
-    """The search's progress on stderr: one line rewritten on a terminal, a line a chunk otherwise."""
-    from .loop import _is_terminal  # the training bar's own check (a closed or odd stderr: no terminal)
-
-    end = "\r" if _is_terminal(sys.stderr) and done < total else "\n"
-    print(f"searched {done}/{total} images", end=end, file=sys.stderr, flush=True)
-
-
-def _compress(args, command_line):
-    from .compression.files import compress_files  # heavy: torch; optional: constriction
-
-    info = compress_files(args.run, args.inputs, args.out, refine=args.refine,
-                          progress=_search_progress if args.progress and args.refine else None,
-                          overwrite=args.overwrite)
-    print(f"wrote {info['path']}: {info['images']} image(s), {info['bytes']} bytes "
-          f"({info['bytes_per_image']:.1f} per image, header included)")
-
-
-def _decompress_args(p):
-    p.add_argument("file", help="a file written by `aelab compress`")
-    p.add_argument("--run", default=None, help="the codec run that compressed it (default: the file's folder)")
-    p.add_argument("--out", required=True, help="output folder for the PNG files")
-    _overwrite_arg(p, "the PNG files (00000.png, ...)")
-
-
-def _decompress(args, command_line):
-    from .compression.files import decompress_file  # heavy: torch; optional: constriction
-
-    written = decompress_file(args.file, args.out, run_dir=args.run, overwrite=args.overwrite)
-    print(f"wrote {len(written)} file(s) to {args.out}/")
 
 
 def _explore_args(p):

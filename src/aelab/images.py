@@ -60,17 +60,17 @@ _ORIENTATION = 0x0112  # the EXIF tag; values 5..8 swap width and height
 
 def _open(path):
     """``Image.open`` for PNG and JPEG, without Pillow's DecompressionBombWarning (the caller
-    checks the pixel count with :func:`_too_many_pixels`)."""
-    from PIL import Image
+    checks the pixel count with :func:`too_many_pixels`)."""
+    from PIL import Image  # heavy: Pillow, only when image files are read
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(path, formats=["PNG", "JPEG"])
 
 
-def _too_many_pixels(path, width: int, height: int) -> DataError | None:
+def too_many_pixels(path, width: int, height: int) -> DataError | None:
     """The error for an image of more pixels than Pillow's decompression-bomb limit, else None."""
-    from PIL import Image
+    from PIL import Image  # heavy: Pillow, only when image files are read
 
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
@@ -84,7 +84,7 @@ def _too_many_pixels(path, width: int, height: int) -> DataError | None:
 def _upright(im):
     """``im`` turned as its EXIF orientation says (a phone photo stored sideways); unchanged
     without one, or when the EXIF data cannot be read (the pixels still can)."""
-    from PIL import ImageOps
+    from PIL import ImageOps  # heavy: Pillow, only when image files are read
 
     try:
         return ImageOps.exif_transpose(im)
@@ -150,7 +150,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
     try:
         depth = _png_depth(path)
         with _open(path) as im:
-            too_many = _too_many_pixels(path, im.width, im.height)
+            too_many = too_many_pixels(path, im.width, im.height)
             if too_many is not None:  # from the header, before decoding: a bomb is refused at once
                 raise too_many
             if depth is not None and depth[0] == 16 and depth[1] == 4:  # grey + alpha
@@ -204,7 +204,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
                         "remove it from the folder or convert it") from None
     except Image.DecompressionBombError as exc:  # over twice the limit: Pillow refuses to open it
         size = _png_size(path)
-        too_many = _too_many_pixels(path, *size) if size is not None else None
+        too_many = too_many_pixels(path, *size) if size is not None else None
         if too_many is not None:
             raise too_many from None
         raise DataError(f"{path}: expected an image of at most {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "

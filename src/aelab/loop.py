@@ -23,11 +23,11 @@ from typing import Callable
 
 import torch
 
-from . import distributed, runs
+from . import distributed, runs, streaming
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .data import check_images
 from .device import adam, autocast, default_threads, memory_format, resolve_device
-from .errors import AelabWarning, ConfigError, TrainingError
+from .errors import AelabWarning, ConfigError, DataError, TrainingError
 from .metrics import psnr
 from .models import Autoencoder
 from .noise import Noise, parse_noise
@@ -40,7 +40,9 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
         on_epoch_end: Callable[[int, dict], None] | None = None, resume_command: str | None = None) -> dict:
     """Train ``model`` in place and return its history.
 
-    ``x_train`` (and ``x_val``) are float32 NCHW in [0, 1]. Each step corrupts a batch with
+    ``x_train`` (and ``x_val``) are float32 NCHW in [0, 1], or a streamed data set
+    (:mod:`aelab.streaming`: a folder or an .npz read batch by batch, by ``config.workers``
+    processes; a validation set's fixed crops are read once). Each step corrupts a batch with
     the configured noise and minimises ``model.loss(x_noisy, x)["loss"]`` with Adam. After
     each epoch the validation terms are computed on ``x_val`` corrupted by the fixed
     evaluation noise, and (with ``run_dir``) a checkpoint is written atomically.
@@ -54,9 +56,9 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
     :class:`AelabWarning` when the model's output is worse than its input.
     """
     config = (config or TrainConfig()).check()
-    x_train = check_images(x_train, "training images")
-    if x_val is not None:
-        x_val = check_images(x_val, "validation images")
+    x_train = _images(x_train, "training images")
+    if x_val is not None:  # a streamed validation set: its fixed crops, read once
+        x_val = check_images(x_val.items(range(len(x_val))) if _streamed(x_val) else x_val, "validation images")
     loop = _Loop(model, x_train, config, run_dir)
     state = loop.restore(resume)
     loop.begin(x_train, x_val)
@@ -109,7 +111,7 @@ def quality(model: Autoencoder, x: torch.Tensor, noise: Noise, name: str = "vali
     against the clean image; ``worse`` when cleaning lowers it. Otherwise: reconstruction PSNR,
     and ``worse`` when it is below that of the flat mean image (a model that learned nothing).
     """
-    x = x[:QUALITY_IMAGES]
+    x = x.items(range(min(len(x), QUALITY_IMAGES))) if _streamed(x) else x[:QUALITY_IMAGES]  # streamed: centre crops
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -163,7 +165,8 @@ class _Loop:
         if config.freeze_encoder:
             freeze_encoder(model)
         model.to(device).train()
-        _sanity_check(model, x_train.to(device), self.noise)
+        _sanity_check(model, (x_train.items([0, 1][:len(x_train)]) if _streamed(x_train) else x_train).to(device),
+                      self.noise)
         self.memory_format = memory_format(model, config.channels_last)
         model.to(memory_format=self.memory_format)
         self.amp = autocast(config.amp, device)
@@ -200,7 +203,9 @@ class _Loop:
         if self.world > 1:  # gradients averaged over ranks by DDP
             self.loss_module = torch.nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.x = x_train.to(self.device).contiguous(memory_format=self.memory_format)
+        self.data, self.batches = (x_train, None) if _streamed(x_train) else (None, None)
+        self.x = None if self.data is not None else x_train.to(self.device).contiguous(
+            memory_format=self.memory_format)
         self.val_in = self.val_target = None
         if x_val is not None:  # each rank validates its shard; the sums are all-reduced
             self.n_val = len(x_val)
@@ -218,11 +223,20 @@ class _Loop:
     def step(self, state: TrainState, sums: dict) -> None:
         """One optimizer step on the next batch: noise, forward, finite check, backward, schedule."""
         idx = state.perm[state.step * self.global_batch:(state.step + 1) * self.global_batch]
-        x = self.x[idx.to(self.device)]
-        x_in = self.noise(x, self.noise_gen)  # the whole global batch's noise, identical on every rank
-        if self.world > 1:
-            lo, hi = _shard(len(idx), self.world, self.rank)
-            x, x_in = x[lo:hi], x_in[lo:hi]
+        lo, hi = streaming.share(len(idx), self.world, self.rank)
+        if self.data is None:  # in memory: the global batch, then this rank's share
+            x = self.x[idx.to(self.device)]
+            x_in = self.noise(x, self.noise_gen)  # the whole global batch's noise, identical on every rank
+            x, x_in = (x[lo:hi], x_in[lo:hi]) if self.world > 1 else (x, x_in)
+        else:  # streamed: this rank reads its share only, and draws the global batch's noise
+            if self.batches is None:
+                self.batches = streaming.loader(self.data, state.perm, self.global_batch, state.step, state.epoch,
+                                                self.config.workers, self.world, self.rank)
+            x = next(self.batches).to(self.device).contiguous(memory_format=self.memory_format)
+            whole = x.new_zeros((len(idx), *x.shape[1:])) if self.world > 1 else x
+            if self.world > 1:
+                whole[lo:hi] = x
+            x_in = self.noise(whole, self.noise_gen)[lo:hi] if self.world > 1 else self.noise(x, self.noise_gen)
         with self.amp:
             terms = self.loss_module(x_in, x)
         self._check_finite(terms, state)
@@ -268,6 +282,7 @@ class _Loop:
         history["seconds"].append(state.seconds)
         state.epoch += 1
         state.perm, state.step, state.sums, state.seconds = None, 0, {}, 0.0
+        self.batches = None
 
     def save(self, state: TrainState) -> None:
         """After an epoch (rank 0, with a run directory): the weights, the history, the checkpoint."""
@@ -280,6 +295,7 @@ class _Loop:
         """Stop inside an epoch: keep its time and running sums and write the checkpoint."""
         state.seconds += time.perf_counter() - t0
         state.sums = {k: float(v) for k, v in sums.items()}
+        self.batches = None
         if self.ckpt is not None and self.main:
             self._checkpoint(state)
 
@@ -391,9 +407,19 @@ def _validate(model, x_in, x_target, batch_size, amp) -> dict[str, float]:
     return sums
 
 
+def check_training_shape(model: Autoencoder, x: torch.Tensor, name: str = "training images") -> None:
+    """Training images must have the shape the model was built for (a fully convolutional model
+    takes any size at inference; it trains at its own, which its config records)."""
+    model.check_input(x[:1])
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise DataError(f"expected {name} of shape (N, {', '.join(map(str, model.input_shape))}) for this model, "
+                        f"found {tuple(x.shape)}; build the model for this shape, or pass --crop H,W")
+
+
 def _sanity_check(model: Autoencoder, x: torch.Tensor, noise: Noise) -> None:
     """One forward pass on a tiny batch, failing early with likely causes."""
     batch = x[:2]
+    check_training_shape(model, batch)
     try:
         x_hat = model(noise(batch, torch.Generator().manual_seed(0)))
     except RuntimeError as exc:
@@ -415,7 +441,15 @@ class _LossModule(torch.nn.Module):
         return self.model.loss(x_in, x_target)
 
 
-def _shard(batch: int, world: int, rank: int) -> tuple[int, int]:
-    """This rank's slice [lo, hi) of a global batch (the last batch may be short)."""
-    per = math.ceil(batch / world)
-    return min(rank * per, batch), min((rank + 1) * per, batch)
+def _streamed(x) -> bool:
+    return isinstance(x, streaming.Streamed)
+
+
+def _images(x, name: str):
+    """In-memory images checked (float32 NCHW in [0, 1]); a streamed data set as it is (its items are checked
+    as they are read)."""
+    if _streamed(x):
+        if len(x) == 0:
+            raise ConfigError(f"expected {name}, found an empty data set; check --data")
+        return x
+    return check_images(x, name)

@@ -10,7 +10,7 @@ at the real image size and batch, for free. Measured against the peak RSS of rea
 on CPU (docs/robustness.md), the tensors account for all but :data:`WORKING_MEMORY`.
 
 :func:`check_training_memory` refuses, in one line, a training whose estimate exceeds the
-memory available (:func:`aelab.data.available_memory`; on CUDA the GPU's free memory).
+memory available (:func:`aelab.arrays.available_memory`; on CUDA the GPU's free memory).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .data import available_memory
+from . import arrays
 from .device import has_conv, resolve_device
 from .errors import AelabError, ConfigError
 from .loop import QUALITY_IMAGES
@@ -81,13 +81,15 @@ def _meta_model(spec: dict) -> Autoencoder:
                            net_options=spec.get("net_options"), **spec.get("options", {}))
 
 
-def training_memory(spec: dict, config: TrainConfig, n_train: int, n_val: int = 0) -> dict:
+def training_memory(spec: dict, config: TrainConfig, n_train: int, n_val: int = 0, streamed: bool = False) -> dict:
     """The estimated peak bytes of training the model ``spec`` (the ``model`` section of a
     config.json) with ``config`` on ``n_train`` images (validated on ``n_val``), as a dict:
     ``weights`` (the weights and Adam's moments; under bf16 autocast also the bf16 copies),
     ``data`` (the images' copies on the device), ``step`` (the largest of a training step, a
     validation batch and the quality pass), ``working`` and ``total``; ``batch``: the images in
     a step. ``step`` is None when the meta device cannot run the model (then it is left out).
+    ``streamed``: the training images are read batch by batch (:mod:`aelab.streaming`), never
+    held whole.
 
     Errors in the spec (an unknown kind, a bad option) raise here as they would in training.
     """
@@ -102,7 +104,7 @@ def training_memory(spec: dict, config: TrainConfig, n_train: int, n_val: int = 
     image = 4 * int(torch.Size(model.input_shape).numel())
     batch = min(config.batch_size, n_train)
     on_cuda = device.type == "cuda"
-    copied = on_cuda or (model.input_shape[0] > 1 and config.channels_last and has_conv(model))
+    copied = not streamed and (on_cuda or (model.input_shape[0] > 1 and config.channels_last and has_conv(model)))
     data = image * ((n_train if copied else 0) + n_val * (2 if on_cuda else 1))  # the training set, the noisy val
     try:
         step = _step_peak(model, batch, amp, n_train, n_val, config.val_batch_size)
@@ -149,13 +151,14 @@ def device_memory(device: torch.device) -> int:
     """Bytes free for training on ``device``: the GPU's free memory on CUDA, else :func:`available_memory`."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return available_memory()
+    return arrays.available_memory()
 
 
-def check_training_memory(spec: dict, config: TrainConfig, n_train: int, n_val: int = 0) -> dict:
+def check_training_memory(spec: dict, config: TrainConfig, n_train: int, n_val: int = 0,
+                          streamed: bool = False) -> dict:
     """Refuse (:class:`ConfigError`, one line) a training whose :func:`training_memory` is more than
     the memory available, saying how much it would need and how to make it smaller; else return the estimate."""
-    need = training_memory(spec, config, n_train, n_val)
+    need = training_memory(spec, config, n_train, n_val, streamed)
     device = resolve_device(config.device)
     free = device_memory(device)
     if need["total"] <= free:

@@ -21,9 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from . import arrays
 from .errors import ConfigError
 from .models import build_model
-from .quantize import dequantize_state
+from .quantize import _PACKED, INT8, SCALE, SHAPE, dequantize_state
 from .version import __version__
 
 FORMAT_VERSION = 1
@@ -362,10 +363,9 @@ def planned_model(model_config: dict):
 
 def _check_model_memory(planned, where: str) -> None:
     """Refuse, before it is built, a model whose tensors cannot fit in the memory available."""
-    from .data import available_memory  # heavy: numpy's and the data loaders' module, only here
 
     tensors = list(planned.state_dict().values())
-    need, free = sum(t.numel() * t.element_size() for t in tensors), available_memory()
+    need, free = sum(t.numel() * t.element_size() for t in tensors), arrays.available_memory()
     if need > free:
         params = sum(t.numel() for t in tensors)
         raise ConfigError(f"{where}: expected a model that fits in memory ({free / 1e9:.1f} GB available), found one "
@@ -379,7 +379,6 @@ def check_weights_fit(model_config: dict, path) -> None:
     ``path`` and the model planned on the meta device, before anything is built or read (a
     config edited to 2048x2048 images beside 28x28 weights is refused at once, not after building
     an 8.6 GB model); and a model too big for the memory. :func:`load_weights` checks the rest."""
-    from .quantize import INT8, SCALE, SHAPE, _PACKED
 
     stored_raw = weights_header(path)
     planned = planned_model(model_config)

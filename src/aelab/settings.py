@@ -84,11 +84,12 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate per step: "constant" (the tutorial) or "onecycle" (lr is the peak)
     val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
     freeze_encoder: bool = False  # train the rest only: the encoder (the codes) stays as it starts (with an init)
+    workers: int = 0            # processes reading streamed images (a folder, an .npz); 0 = read in the loop
     progress: bool = True       # a progress bar on stderr
 
     TYPES = {"epochs": "int", "batch_size": "int", "lr": "number", "seed": "int", "threads": "int?",
              "channels_last": "bool", "amp": "str", "schedule": "str", "val_batch_size": "int",
-             "freeze_encoder": "bool", "progress": "bool"}
+             "freeze_encoder": "bool", "workers": "int", "progress": "bool"}
 
     def check(self) -> "TrainConfig":
         check_types(self, self.TYPES)
@@ -101,6 +102,8 @@ class TrainConfig:
             raise ConfigError(f"expected a learning rate > 0, found {self.lr}; e.g. --lr 1e-3")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        if self.workers < 0:
+            raise ConfigError(f"expected workers >= 0, found {self.workers}; e.g. --workers 2 (0 reads in the loop)")
         if self.val_batch_size < 1:
             raise ConfigError(f"expected val_batch_size >= 1, found {self.val_batch_size}; e.g. val_batch_size=1000")
         if self.schedule not in SCHEDULES:
@@ -128,12 +131,15 @@ class TrainConfig:
         names = set(cls.names())
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def record(self, data=None, limit: int | None = None) -> dict:
+    def record(self, data=None, limit: int | None = None, crop=None) -> dict:
         """The ``train`` section of a run's ``config.json``: these settings (less ``progress``)
-        and the data they were trained on (``--data`` and ``--limit``, what ``--resume`` reuses)."""
+        and the data they were trained on (``--data``, ``--limit`` and ``--crop``, what
+        ``--resume`` reuses)."""
         record = asdict(self)
         record.pop("progress", None)
         record.update({"data": None if data is None else str(data), "limit": limit})
+        if crop is not None:
+            record["crop"] = list(crop)
         return record
 
 

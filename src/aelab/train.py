@@ -18,9 +18,11 @@ from typing import Callable
 import torch
 
 from . import distributed, ownership, runlock, runs
-from .data import check_images, has_test_split, load_dataset
+from .data import check_images, has_test_split, is_fashion, training_set
+from .images import check_size
 from .errors import AelabWarning, ConfigError
-from .loop import fit
+from .loop import check_training_shape, fit
+from .streaming import Streamed
 from .memory import check_training_memory
 from .models import Autoencoder, build_model
 from .settings import SCHEDULES, TrainConfig, learning_rate
@@ -111,7 +113,7 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
         config.check()  # the checks fit makes first, made before the old run's files go
         for x, name in ((x_train, "training images"), (x_val, "validation images")):
             if x is not None:
-                model.check_input(check_images(x, name)[:1])
+                check_training_shape(model, x.items([0]) if isinstance(x, Streamed) else check_images(x, name), name)
         if distributed.is_main():  # every check passed: the old run's files go (never resume from its state)
             ownership.clear_run(out)
             runs.save_model(model, out, train_config=record, extra=extra)
@@ -126,12 +128,14 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
 
 def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
           config: TrainConfig | None = None, *, limit: int | None = None, resume: bool = False, size=None,
-          net_options: dict | None = None, init: str | None = None, overwrite: bool = False,
+          net_options: dict | None = None, init: str | None = None, overwrite: bool = False, crop=None,
           **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
-    :func:`aelab.data.load_dataset`). Validation uses the test split when there is one.
+    :func:`aelab.data.training_set`: a folder is streamed, never held whole). Validation uses
+    the test split when there is one (a folder's ``test/``). ``crop`` (H, W): train on a random
+    window of each image per epoch (larger or mixed-size images; validation on the centre).
     ``config``: the training settings (default :class:`TrainConfig`'s); any of its fields may
     also be given as a keyword (``epochs=5``), which overrides it (None = not given). The other
     ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a
@@ -142,7 +146,7 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     With ``resume`` the run continues its own plan (epochs, batch size, learning rate,
     schedule, noise, seed, data, limit, model) except the settings given here: a keyword
     that is not None, or a field of ``config`` that differs from the default. ``device``,
-    ``threads`` and ``progress`` are this machine's: never taken from the saved run.
+    ``threads``, ``workers`` and ``progress`` are this machine's: never taken from the saved run.
     """
     given = {k: v for k in TrainConfig.names() if k in options for v in [options.pop(k)] if v is not None}
     if config is not None:  # its fields set away from the defaults count as given
@@ -161,8 +165,13 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         check_new_run(out, overwrite)  # before loading data: refuse an existing run at once
     saved = runs.read_config(out) if resume else {}
     if resume:  # the run's own data and limit, unless given
-        runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit"],
+        runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit", "crop"],
                         f"{out / runs.CONFIG} 'train'")
+        saved_crop = saved.get("train", {}).get("crop")
+        if crop is not None and list(check_size(crop)) != saved_crop:  # other windows: the plan is void
+            raise ConfigError(f"{out} was trained with --crop {saved_crop}, found --crop {crop}; resume with the "
+                              "same crop (or leave it out), or train a new run in another --out")
+        crop = saved_crop
         data = saved.get("train", {}).get("data") if data is None else data
         saved_limit = saved.get("train", {}).get("limit")
         if limit is not None and limit != saved_limit:  # another training set: the checkpoint's order is void
@@ -171,24 +180,31 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         limit = saved_limit
     _check_flags(data, size, given.get("freeze_encoder", saved.get("train", {}).get("freeze_encoder")),
                  saved.get("initialised_from") if resume else init)
-    train_set = load_dataset(data, "train", limit=limit, size=size)
-    val_set = load_dataset(data, "test", limit=limit) if has_test_split(data) else None
+    train_set = training_set(data, "train", limit=limit, size=size, crop=crop, seed=config.seed)
+    val_set = training_set(data, "test", limit=limit, size=size, crop=crop, seed=config.seed) \
+        if has_test_split(data) else None
     if resume:  # the run's own plan and model, as it was built, less what was given and this machine's settings
-        plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "progress")}
+        plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "workers", "progress")}
         config = TrainConfig.from_dict({**plan, **given}).check()
         spec = saved["model"]
-        record = {**saved.get("train", {}), **config.record(data, limit)}
+        record = {**saved.get("train", {}), **config.record(data, limit, crop)}
         extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
         spec = {"kind": kind, "input_shape": train_set.input_shape, "net": net, "net_options": net_options,
                 "options": options}
-        record = config.record(data, limit)
+        record = config.record(data, limit, crop)
         extra = {"class_names": train_set.class_names}
-    check_training_memory(spec, config, len(train_set), len(val_set) if val_set else 0)  # before out is touched
-    model, _ = train_run(spec, train_set.x, val_set.x if val_set else None, config, out, resume=resume,
+    check_training_memory(spec, config, len(train_set), len(val_set) if val_set else 0,  # before out is touched
+                          streamed=isinstance(train_set, Streamed))
+    model, _ = train_run(spec, _images(train_set), _images(val_set), config, out, resume=resume,
                          init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
                          resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
     return model
+
+
+def _images(ds):
+    """What the loop takes: a streamed set as it is, the images of one in memory (None stays None)."""
+    return ds if ds is None or isinstance(ds, Streamed) else ds.x
 
 
 def _check_flags(data, size, freeze_encoder: bool | None, init) -> None:
@@ -202,7 +218,7 @@ def _check_flags(data, size, freeze_encoder: bool | None, init) -> None:
         return
     p = None if data is None else Path(data)
     ignored = ("Fashion-MNIST" if p is None else f"the .npz file {p}" if p.suffix == ".npz" else
-               f"the Fashion-MNIST files in {p}" if has_test_split(p) else None)
+               f"the Fashion-MNIST files in {p}" if is_fashion(p) else None)
     if ignored:
         raise ConfigError(f"expected --size with a folder of images (it resizes them as they are read), found "
                           f"{ignored}, whose images keep their size; leave --size out")

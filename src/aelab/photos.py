@@ -1,0 +1,80 @@
+"""Real photos with no download: the natural photographs that ship inside scikit-image and
+scikit-learn, split once and for all into whole photos for training and held-out ones.
+
+The split (:data:`TRAIN`, :data:`TEST`) never puts a crop of a test photo in training: a
+test photo is held out whole. :func:`write_split` writes the two folders as 8-bit PNG files
+(``train/`` and ``test/``, colour photos in RGB, grey ones in grey), which ``--data`` takes
+with ``--crop H,W``; ``grey=True`` writes every photo in grey (ITU-R 601 luma), for a grey
+model. Nothing is resized or recoloured otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataNotFoundError
+from .images import load_image, png_bytes
+
+# name -> (package, file inside the package's data folder)
+PHOTOS = {
+    "astronaut": ("skimage", "astronaut.png"), "brick": ("skimage", "brick.png"),
+    "camera": ("skimage", "camera.png"), "chelsea": ("skimage", "chelsea.png"),
+    "coffee": ("skimage", "coffee.png"), "coins": ("skimage", "coins.png"),
+    "grass": ("skimage", "grass.png"), "gravel": ("skimage", "gravel.png"),
+    "hubble": ("skimage", "hubble_deep_field.jpg"), "ihc": ("skimage", "ihc.png"),
+    "moon": ("skimage", "moon.png"), "motorcycle_left": ("skimage", "motorcycle_left.png"),
+    "motorcycle_right": ("skimage", "motorcycle_right.png"), "retina": ("skimage", "retina.jpg"),
+    "rocket": ("skimage", "rocket.jpg"), "clock": ("skimage", "clock_motion.png"),
+    "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
+}
+# held out whole: four colour photos and two grey ones, of the kinds the training set has
+TEST = ("astronaut", "coffee", "china", "chelsea", "camera", "moon")
+TRAIN = tuple(name for name in PHOTOS if name not in TEST)
+
+
+def photo_path(name: str) -> Path:
+    """Where photo ``name`` lies inside its package."""
+    package, filename = PHOTOS[name]
+    if package == "skimage":
+        import skimage  # heavy: only to find its data folder
+
+        folder = Path(skimage.__file__).parent / "data"
+    else:
+        import sklearn.datasets  # heavy: only to find its data folder
+
+        folder = Path(sklearn.datasets.__file__).parent / "images"
+    path = folder / filename
+    if not path.is_file():
+        raise DataNotFoundError(f"expected the photo {name} at {path}, found nothing; reinstall "
+                                f"{'scikit-image' if package == 'skimage' else 'scikit-learn'}")
+    return path
+
+
+def load_photo(name: str, grey: bool = False) -> np.ndarray:
+    """Photo ``name`` as float32 in [0, 1]: (H, W) grey or (H, W, 3) colour (``grey``: luma)."""
+
+    a = load_image(photo_path(name))
+    if grey and a.ndim == 3:
+        a = (a @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    return a
+
+
+def write_split(out, grey: bool = False) -> dict[str, list[Path]]:
+    """Write ``out/train/NAME.png`` and ``out/test/NAME.png`` for every photo; return the paths."""
+    import torch  # heavy: only to write the PNG files
+
+    from .runs import atomic_write_bytes  # the run layer sits above the data: only when writing
+
+    out = Path(out)
+    written: dict[str, list[Path]] = {"train": [], "test": []}
+    for split, names in (("train", TRAIN), ("test", TEST)):
+        for name in names:
+            a = load_photo(name, grey)
+            chw = torch.from_numpy(a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1)).copy())
+            written[split].append(atomic_write_bytes(out / split / f"{name}.png", png_bytes(chw)))
+    return written
+
+
+__all__ = ["PHOTOS", "TRAIN", "TEST", "photo_path", "load_photo", "write_split"]
