@@ -187,3 +187,35 @@ def test_under_torchrun_each_rank_reads_only_its_share(tmp_path):
     weights = [json.loads((tmp_path / f"weights{r}.json").read_text()) for r in (0, 1)]
     assert weights[0] == weights[1]
     assert weights[0]["streamed"] == weights[0]["memory"]
+
+
+def test_crops_per_image_serves_each_image_in_several_windows(tmp_path):
+    folder = _folder(tmp_path / "f", 3, [(40, 40)])
+    ds = streaming.image_folder(folder, crop=(8, 8), repeats=5, seed=1)
+    assert len(ds) == 15 and len(ds.labels) == 3
+    windows = [ds[(i, 0)] for i in (1, 4, 7)]  # image 1, three times in one epoch
+    img = np.asarray(Image.open(folder / "0001.png"))[None]
+    for i, w in zip((1, 4, 7), windows):
+        top, left = streaming.crop_origin(1, 0, i, 40, 40, (8, 8))
+        assert np.array_equal(w, img[:, top:top + 8, left:left + 8])
+    assert not np.array_equal(windows[0], windows[1])
+    with pytest.raises(ValueError, match="--crops-per-image a whole number >= 1, with --crop"):
+        from aelab.data import training_set
+        training_set(folder, crops_per_image=3)
+
+
+def test_the_photo_split_holds_whole_photos_apart(tmp_path, capsys):
+    from aelab import photos
+
+    assert set(photos.TRAIN).isdisjoint(photos.TEST) and set(photos.TRAIN) | set(photos.TEST) == set(photos.PHOTOS)
+    assert main(["data", "photos", "--out", str(tmp_path / "p")]) == 0
+    train = sorted(p.stem for p in (tmp_path / "p" / "train").iterdir())
+    assert train == sorted(photos.TRAIN)
+    with Image.open(tmp_path / "p" / "test" / "astronaut.png") as im:
+        assert (im.size, im.mode) == ((512, 512), "RGB")  # neither shrunk nor recoloured
+    assert main(["data", "photos", "--out", str(tmp_path / "p")]) == 0  # the same files again: left as they are
+    (tmp_path / "q" / "test").mkdir(parents=True)
+    (tmp_path / "q" / "test" / "moon.png").write_bytes(b"mine")
+    cli_error(capsys, ["data", "photos", "--out", str(tmp_path / "q")], "moon.png", "does not write over it")
+    assert (tmp_path / "q" / "test" / "moon.png").read_bytes() == b"mine"
+    assert not (tmp_path / "q" / "train").exists()

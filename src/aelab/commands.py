@@ -156,6 +156,8 @@ def _train_args(p):
     p.add_argument("--crop", type=_size, default=None,
                    help="train on a random H,W window of each image per epoch (photos, mixed sizes; validation "
                         "on the centre window); a fully convolutional model then cleans any size")
+    p.add_argument("--crops-per-image", type=int, default=None,
+                   help="with --crop: that many windows of each image an epoch (default 1; e.g. 100 for a dozen photos)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that read a streamed --data (a folder, an .npz) ahead of the training "
                         "(default 0: read in the loop; the weights are the same either way)")
@@ -204,7 +206,8 @@ def _train(args, command_line):
                  batch_size=args.batch_size, lr=args.lr, noise=args.noise, seed=args.seed, limit=args.limit,
                  resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                  size=args.size, schedule=args.schedule, amp=args.amp, init=args.init, overwrite=args.overwrite,
-                 freeze_encoder=args.freeze_encoder, crop=args.crop, workers=args.workers)
+                 freeze_encoder=args.freeze_encoder, crop=args.crop, crops_per_image=args.crops_per_image,
+                 workers=args.workers)
     options = _once("--option", args.options, (("--loss", "reconstruction", args.reconstruction),
                                                ("--beta", "beta", args.beta), ("--lambda", "lmbda", args.lmbda)))
     for key in options.keys() & (flags.keys() | {"net_options"}):  # train() would take it twice
@@ -417,11 +420,25 @@ def _data_args(p):
     ps.add_argument("--out", default="runs/data", help="output folder (default runs/data)")
     ps.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
     ps.add_argument("--noise-factor", type=float, default=0.2, help="noise of the second grid (default 0.2)")
+    pp = dsub.add_parser("photos", formatter_class=FMT, help="write the real photos' train/test split as PNG files",
+                         description="Write the natural photos that ship inside scikit-image and scikit-learn into\n"
+                         "OUT/train/ and OUT/test/ (whole photos: no test photo's crop is in training), to\n"
+                         "train on with --data OUT --crop H,W. Colour photos stay RGB; --grey writes every photo\n"
+                         "in grey (luma).\n\nexample:\n  aelab data photos --out runs/photos\n"
+                         "  aelab train --net unet --data runs/photos --crop 64,64 --crops-per-image 100 --out runs/photo-unet")
+    pp.add_argument("--out", default="runs/photos", help="output folder (default runs/photos)")
+    pp.add_argument("--grey", action="store_true", help="every photo in grey")
 
 
 def _data(args, command_line):
+    if args.data_command == "photos":
+        from .photos import write_split  # heavy: numpy, Pillow
+
+        written = write_split(args.out, grey=args.grey)
+        print(f"wrote {len(written['train'])} training and {len(written['test'])} held-out photos to {args.out}/")
+        return
     if args.data_command != "show":
-        raise AelabError("expected `aelab data show`, found no action; see `aelab data --help`")
+        raise AelabError("expected `aelab data show` or `aelab data photos`, found no action; see `aelab data --help`")
     from .show import show_data  # heavy: torch, matplotlib
 
     for p in show_data(args.data, args.out, args.noise_factor, args.split):

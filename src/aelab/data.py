@@ -26,7 +26,7 @@ import torch
 from . import streaming
 from .arrays import (_MAX_GZIP_RATIO, Dataset, _scale_hint, available_memory, check_images, check_limit,  # noqa: F401
                      check_memory)
-from .errors import DataError, DataNotFoundError
+from .errors import ConfigError, DataError, DataNotFoundError
 from .images import check_size, image_shape, load_image  # noqa: F401 (re-exported: aelab.data.load_image)
 from .npzfiles import MAX_UNNAMED_CLASSES, label_range, load_npz, load_npz_labels, max_classes  # noqa: F401
 
@@ -259,26 +259,35 @@ def has_test_split(source: str | os.PathLike | None) -> bool:
 
 
 def training_set(source=None, split: str = "train", limit: int | None = None, size=None, crop=None,
-                 seed: int = 0):
+                 seed: int = 0, crops_per_image: int = 1):
     """What training reads from ``source``: a folder of images streamed (its ``split`` folder when
     it has ``train/`` and ``test/``), an .npz of 8-bit images stored uncompressed memory-mapped
     (both :class:`aelab.streaming.Streamed`, read batch by batch); Fashion-MNIST and any other
     .npz in memory (a :class:`Dataset`, or with ``crop`` a :class:`aelab.streaming.TensorImages`).
-    ``crop`` (H, W): a random window of each image per epoch (validation: the centre)."""
+    ``crop`` (H, W): a random window of each image per epoch (validation: the centre);
+    ``crops_per_image``: that many windows of each image an epoch (a few large photos)."""
     check_limit(limit)
     crop = check_size(crop)
+    if not isinstance(crops_per_image, int) or isinstance(crops_per_image, bool) or crops_per_image < 1 or \
+            (crops_per_image > 1 and crop is None):
+        raise ConfigError(f"expected --crops-per-image a whole number >= 1, with --crop, found {crops_per_image!r}"
+                          f"{'' if crop is not None else ' without --crop'}; e.g. --crop 64,64 --crops-per-image 100")
     p = Path(source) if source is not None else None
     if p is not None and p.is_dir() and _find_file(p, FASHION_FILES[split][0]) is None:
         folder = p / split if streaming.has_splits(p) else p
         if not folder.is_dir():
             raise DataNotFoundError(f"expected a folder of images at {folder}, found nothing; check the path")
-        return streaming.image_folder(folder, size=size, crop=crop, limit=limit, seed=seed)
+        return streaming.image_folder(folder, size=size, crop=crop, limit=limit, seed=seed, repeats=crops_per_image)
     if p is not None and p.suffix == ".npz" and streaming.stored_uint8(p) is not None:
         labels, names = load_npz_labels(p)
         key = streaming.stored_uint8(p)
-        return streaming.NpzImages(p, key, labels[:limit], names, crop=crop, seed=seed, limit=limit)
+        ds = streaming.NpzImages(p, key, labels, names, crop=crop, seed=seed, limit=limit)
+        ds.repeats = crops_per_image
+        return ds
     ds = load_dataset(source, split, limit=limit, size=size)
     if crop is None:
         return ds
-    return streaming.TensorImages(ds.x, ds.y.tolist(), ds.class_names, crop=crop, seed=seed,
-                                  where=source or "Fashion-MNIST")
+    images = streaming.TensorImages(ds.x, ds.y.tolist(), ds.class_names, crop=crop, seed=seed,
+                                    where=source or "Fashion-MNIST")
+    images.repeats = crops_per_image
+    return images

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataNotFoundError
+from .errors import ConfigError, DataNotFoundError
 from .images import load_image, png_bytes
 
 # name -> (package, file inside the package's data folder)
@@ -62,19 +62,28 @@ def load_photo(name: str, grey: bool = False) -> np.ndarray:
 
 
 def write_split(out, grey: bool = False) -> dict[str, list[Path]]:
-    """Write ``out/train/NAME.png`` and ``out/test/NAME.png`` for every photo; return the paths."""
+    """Write ``out/train/NAME.png`` and ``out/test/NAME.png`` for every photo; return the paths.
+    A file already there is left alone when it holds the same bytes, else refused (nothing
+    is written then): aelab never writes over a file it did not write."""
     import torch  # heavy: only to write the PNG files
 
     from .runs import atomic_write_bytes  # the run layer sits above the data: only when writing
 
     out = Path(out)
-    written: dict[str, list[Path]] = {"train": [], "test": []}
+    files = {}
     for split, names in (("train", TRAIN), ("test", TEST)):
         for name in names:
             a = load_photo(name, grey)
             chw = torch.from_numpy(a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1)).copy())
-            written[split].append(atomic_write_bytes(out / split / f"{name}.png", png_bytes(chw)))
-    return written
+            files[out / split / f"{name}.png"] = png_bytes(chw)
+    other = next((p for p, data in files.items() if p.exists() and (not p.is_file() or p.read_bytes() != data)), None)
+    if other is not None:
+        raise ConfigError(f"expected {out} to hold nothing of its own under the photos' names, found {other} with "
+                          "other content; choose another --out (aelab does not write over it)")
+    for path, data in files.items():
+        if not path.exists():
+            atomic_write_bytes(path, data)
+    return {split: [p for p in files if p.parent.name == split] for split in ("train", "test")}
 
 
 __all__ = ["PHOTOS", "TRAIN", "TEST", "photo_path", "load_photo", "write_split"]

@@ -131,15 +131,17 @@ class TrainConfig:
         names = set(cls.names())
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def record(self, data=None, limit: int | None = None, crop=None) -> dict:
+    def record(self, data=None, limit: int | None = None, crop=None, crops_per_image: int = 1) -> dict:
         """The ``train`` section of a run's ``config.json``: these settings (less ``progress``)
-        and the data they were trained on (``--data``, ``--limit`` and ``--crop``, what
-        ``--resume`` reuses)."""
+        and the data they were trained on (``--data``, ``--limit``, ``--crop`` and
+        ``--crops-per-image``, what ``--resume`` reuses)."""
         record = asdict(self)
         record.pop("progress", None)
         record.update({"data": None if data is None else str(data), "limit": limit})
         if crop is not None:
             record["crop"] = list(crop)
+        if crops_per_image != 1:
+            record["crops_per_image"] = crops_per_image
         return record
 
 

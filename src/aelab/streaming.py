@@ -18,6 +18,7 @@ import math
 import os
 import warnings
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -62,56 +63,76 @@ def collate(items) -> torch.Tensor:
 
 class Streamed(torch.utils.data.Dataset):
     """What a streamed source has: its length, the shape of an item, labels and class names,
-    and ``__getitem__((index, epoch))`` -> one C x H x W array (epoch -1: validation's fixed crop)."""
+    and ``__getitem__((index, epoch))`` -> one C x H x W array (epoch -1: validation's fixed crop).
+    A subclass reads whole image ``index`` in :meth:`read`. With ``repeats`` K each image is
+    served K times an epoch (index i is image i mod N), each time in another random window."""
 
     crop: tuple[int, int] | None = None
     seed: int = 0
+    repeats: int = 1
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) * self.repeats
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.shape
 
+    def read(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, -1)
+        a = self.read(int(index) % len(self.labels))
+        if self.crop is None:
+            return a.copy()
+        top, left = crop_origin(self.seed, epoch, index, a.shape[1], a.shape[2], self.crop)
+        return a[:, top:top + self.crop[0], left:left + self.crop[1]].copy()
+
     def items(self, indices, epoch: int = -1) -> torch.Tensor:
         """Images ``indices`` as one float32 batch, read here (no workers)."""
         return collate([self[(int(i), epoch)] for i in indices])
 
-    def _window(self, a: np.ndarray, index: int, epoch: int) -> np.ndarray:
-        """``a`` (C, H, W) cut to the crop of ``index`` in ``epoch`` (unchanged without a crop)."""
-        if self.crop is None:
-            return a
-        top, left = crop_origin(self.seed, epoch, index, a.shape[1], a.shape[2], self.crop)
-        return a[:, top:top + self.crop[0], left:left + self.crop[1]]
-
 
 class ImageFiles(Streamed):
-    """A folder of PNG/JPEG images read one at a time (see :func:`image_folder`)."""
+    """A folder of PNG/JPEG images read one at a time (see :func:`image_folder`); the images last
+    decoded are kept (up to ``cache_bytes`` a process), so many windows of a few large photos
+    do not decode each photo again for every window."""
 
-    def __init__(self, paths, labels, class_names, channels: int, size=None, crop=None, seed: int = 0):
+    def __init__(self, paths, labels, class_names, channels: int, size=None, crop=None, seed: int = 0,
+                 repeats: int = 1, cache_bytes: int = 256 * 2 ** 20):
         self.paths, self.labels, self.class_names = list(paths), list(labels), list(class_names)
-        self.channels, self.size, self.crop, self.seed = channels, size, crop, seed
+        self.channels, self.size, self.crop, self.seed, self.repeats = channels, size, crop, seed, repeats
         self.shape = (channels, *(crop or size))
+        self.cache_bytes, self._cache = cache_bytes, OrderedDict()
 
-    def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, -1)
+    def read(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
         a = load_image(self.paths[index], self.size)  # float32 (H, W) or (H, W, 3), EXIF upright
         a = a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
         if a.shape[0] != self.channels:  # a grey image in a colour folder
             a = np.repeat(a, self.channels, axis=0)
-        return _quantised(np.ascontiguousarray(self._window(a, index, epoch)))
+        a = _quantised(np.ascontiguousarray(a))
+        if a.nbytes <= self.cache_bytes:
+            self._cache[index] = a
+            while sum(v.nbytes for v in self._cache.values()) > self.cache_bytes:
+                self._cache.popitem(last=False)
+        return a
 
 
 def _is_hidden(p: Path) -> bool:
     return p.name.startswith(".") or p.name.startswith("__")
 
 
-def image_folder(folder, size=None, crop=None, limit: int | None = None, seed: int = 0) -> ImageFiles:
+def image_folder(folder, size=None, crop=None, limit: int | None = None, seed: int = 0,
+                 repeats: int = 1) -> ImageFiles:
     """The images of ``folder`` (one subfolder per class, or directly inside) as a streamed data
     set. Only the headers are read here: each image's size and colour. All must be one size
     unless ``size`` resizes them or ``crop`` (H, W) cuts windows (then each image must be at
-    least that large); a folder that mixes grey and colour images is read as colour."""
+    least that large); a folder that mixes grey and colour images is read as colour.
+    ``repeats``: each image served that many times an epoch (in other windows)."""
     folder = Path(folder)
     size, crop = check_size(size), check_size(crop)
     groups_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
@@ -163,7 +184,7 @@ def image_folder(folder, size=None, crop=None, limit: int | None = None, seed: i
                         f"{paths[odd].relative_to(folder)} is {sides[odd][0]}x{sides[odd][1]}); pass --crop H,W "
                         "to train on windows of them, or --size H,W to resize them all")
     return ImageFiles(paths, labels, [name for name, _ in groups], channels, size=size or tuple(sides[0]),
-                      crop=crop, seed=seed)
+                      crop=crop, seed=seed, repeats=repeats)
 
 
 class NpzImages(Streamed):
@@ -190,11 +211,9 @@ class NpzImages(Streamed):
     def __getstate__(self):
         return {**self.__dict__, "_x": None}
 
-    def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, -1)
-        a = self.array()[index]
-        a = a[None] if a.ndim == 2 else a
-        return np.array(self._window(a, index, epoch))  # a copy: the map stays read-only
+    def read(self, index: int) -> np.ndarray:
+        a = self.array()[index]  # a view of the map: __getitem__ copies the window
+        return a[None] if a.ndim == 2 else a
 
 
 def mapped_npz_member(path, key: str) -> np.ndarray:
@@ -234,9 +253,8 @@ class TensorImages(Streamed):
         _check_crop(tuple(x.shape[-2:]), crop, where)
         self.shape = (int(x.shape[1]), *(crop or x.shape[-2:]))
 
-    def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, -1)
-        return self._window(self.x[index].numpy(), index, epoch).copy()
+    def read(self, index: int) -> np.ndarray:
+        return self.x[index].numpy()
 
 
 def has_splits(source) -> bool:

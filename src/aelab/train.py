@@ -129,13 +129,14 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
 def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
           config: TrainConfig | None = None, *, limit: int | None = None, resume: bool = False, size=None,
           net_options: dict | None = None, init: str | None = None, overwrite: bool = False, crop=None,
-          **options) -> Autoencoder:
+          crops_per_image: int | None = None, **options) -> Autoencoder:
     """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
     :func:`aelab.data.training_set`: a folder is streamed, never held whole). Validation uses
     the test split when there is one (a folder's ``test/``). ``crop`` (H, W): train on a random
-    window of each image per epoch (larger or mixed-size images; validation on the centre).
+    window of each image per epoch (larger or mixed-size images; validation on the centre);
+    ``crops_per_image``: that many windows of each image an epoch (default 1).
     ``config``: the training settings (default :class:`TrainConfig`'s); any of its fields may
     also be given as a keyword (``epochs=5``), which overrides it (None = not given). The other
     ``options`` are the kind's hyper-parameters (e.g. ``reconstruction="mse"``). ``init``: a
@@ -165,13 +166,14 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         check_new_run(out, overwrite)  # before loading data: refuse an existing run at once
     saved = runs.read_config(out) if resume else {}
     if resume:  # the run's own data and limit, unless given
-        runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit", "crop"],
+        runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit", "crop", "crops_per_image"],
                         f"{out / runs.CONFIG} 'train'")
         saved_crop = saved.get("train", {}).get("crop")
         if crop is not None and list(check_size(crop)) != saved_crop:  # other windows: the plan is void
             raise ConfigError(f"{out} was trained with --crop {saved_crop}, found --crop {crop}; resume with the "
                               "same crop (or leave it out), or train a new run in another --out")
         crop = saved_crop
+        crops_per_image = crops_per_image or saved.get("train", {}).get("crops_per_image", 1)
         data = saved.get("train", {}).get("data") if data is None else data
         saved_limit = saved.get("train", {}).get("limit")
         if limit is not None and limit != saved_limit:  # another training set: the checkpoint's order is void
@@ -180,19 +182,21 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
         limit = saved_limit
     _check_flags(data, size, given.get("freeze_encoder", saved.get("train", {}).get("freeze_encoder")),
                  saved.get("initialised_from") if resume else init)
-    train_set = training_set(data, "train", limit=limit, size=size, crop=crop, seed=config.seed)
+    crops_per_image = crops_per_image or 1
+    train_set = training_set(data, "train", limit=limit, size=size, crop=crop, seed=config.seed,
+                             crops_per_image=crops_per_image)
     val_set = training_set(data, "test", limit=limit, size=size, crop=crop, seed=config.seed) \
         if has_test_split(data) else None
     if resume:  # the run's own plan and model, as it was built, less what was given and this machine's settings
         plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "workers", "progress")}
         config = TrainConfig.from_dict({**plan, **given}).check()
         spec = saved["model"]
-        record = {**saved.get("train", {}), **config.record(data, limit, crop)}
+        record = {**saved.get("train", {}), **config.record(data, limit, crop, crops_per_image)}
         extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
         spec = {"kind": kind, "input_shape": train_set.input_shape, "net": net, "net_options": net_options,
                 "options": options}
-        record = config.record(data, limit, crop)
+        record = config.record(data, limit, crop, crops_per_image)
         extra = {"class_names": train_set.class_names}
     check_training_memory(spec, config, len(train_set), len(val_set) if val_set else 0,  # before out is touched
                           streamed=isinstance(train_set, Streamed))
