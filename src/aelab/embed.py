@@ -333,7 +333,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     run_config = runs.read_config(run) if has_config else {}
     if data is None:
         data = run_config.get("train", {}).get("data")
-    ds: Dataset = load_dataset(data, on, limit=limit)
+    crop = run_config.get("train", {}).get("crop")  # a run trained on windows: the centre window of each image
+    ds: Dataset = load_dataset(data, on, limit=limit, crop=crop)
     if len(ds) < MIN_POINTS:  # before the model runs: the map's scores need that many
         fix = (f"raise --limit to {MIN_POINTS} or more, or drop it" if limit is not None and limit < MIN_POINTS else
                "embed a data set with more images (--data)")
@@ -345,7 +346,7 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
 
     def train_images():
         if "x" not in train_cache:
-            train_cache["x"] = ds.x if on == "train" else load_dataset(data, "train", limit=limit).x
+            train_cache["x"] = ds.x if on == "train" else load_dataset(data, "train", limit=limit, crop=crop).x
         return train_cache["x"]
 
     if baseline is None:

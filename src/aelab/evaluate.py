@@ -135,7 +135,8 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
         raise ConfigError(f"expected hardest >= 1 (the images in the gallery of the hardest), found {hardest!r}; "
                           f"e.g. --hardest {EvaluateConfig.hardest}")
     data = data if data is not None else config.get("train", {}).get("data")
-    test = load_dataset(data, "test", limit=limit)
+    crop = config.get("train", {}).get("crop")  # a run trained on windows: the centre window of each image
+    test = load_dataset(data, "test", limit=limit, crop=crop)
     if tuple(test.input_shape) != tuple(model.input_shape):
         raise ConfigError(f"expected test images of shape {tuple(model.input_shape)} for this run's model, found "
                           f"{tuple(test.input_shape)}; evaluate with the data the run was trained on (--data)")
@@ -155,7 +156,7 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
         for b in names:
             make_baseline(b)  # an unknown or uninstalled baseline fails here, before any work
     n_fit = max([tune_images or BASELINES[b].fit_images for b in names] + [1])
-    train = load_dataset(data, "train", limit=max(n_fit, PCAProjection.fit_images))  # PCA also for reconstruction
+    train = load_dataset(data, "train", limit=max(n_fit, PCAProjection.fit_images), crop=crop)  # PCA: reconstruction too
     train_base = torch.randn(train.x.shape, generator=torch.Generator().manual_seed(1))
     x = test.x
     total = len(x)

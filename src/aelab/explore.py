@@ -207,7 +207,7 @@ def _best_classical(ev: dict, key: str) -> tuple[str, dict] | None:
                   "param": methods[best].get("params", {}).get(key), "images": pool[best].get("images")}
 
 
-def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
+def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str], crop=None) -> dict:
     """Per factor key: {"label", "param", "mean_psnr", "out": (n, C, H, W)} of the best baseline."""
 
     out = {}
@@ -221,7 +221,7 @@ def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str]) -> dict:
             continue
         if name == "pca":  # refit the components on the clean training images, keep the tuned k
             est = make_baseline("pca")
-            train = load_dataset(data, "train", limit=est.fit_images).x
+            train = load_dataset(data, "train", limit=est.fit_images, crop=crop).x
             est.fit(train, train)
             if info["param"] is not None:
                 est.param_ = int(info["param"])
@@ -252,12 +252,17 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
     model = runs.load_model(run)
     metrics_path = runs.run_file(run, runs.METRICS)
     metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
-    test = load_dataset(data, "test")
+    crop = config.get("train", {}).get("crop")  # a run trained on windows: the centre window of each image
+    test = load_dataset(data, "test", crop=crop)
     if tuple(test.input_shape) != tuple(model.input_shape):
         raise ConfigError(f"expected test images of shape {tuple(model.input_shape)} for this run's model, found "
                           f"{tuple(test.input_shape)}; pass the data the run was trained on (data=...)")
     names = list(test.class_names) or [str(i) for i in range(int(test.y.max()) + 1)]
     notes: list[str] = []
+    if crop is not None:
+        notes.append(f"The model was trained on {crop[0]}x{crop[1]} windows of larger images: this page shows the "
+                     f"centre {crop[0]}x{crop[1]} window of each test image (its map, reconstructions and noise); "
+                     "`aelab denoise` cleans the whole images at their own size.")
 
     maps = _maps(run, metrics)
     for m in maps:
@@ -281,7 +286,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
     noisy = {f"{f:g}": add_evaluation_noise(x_d, f, base) for f in DENOISE_FACTORS}
     cleaned = {k: _batched(model, v) for k, v in noisy.items()}
     ev_path = runs.run_file(run, "evaluation.json")
-    classical = _classical_outputs(runs.read_json(ev_path), noisy, data, notes) if ev_path.is_file() and nd else {}
+    classical = _classical_outputs(runs.read_json(ev_path), noisy, data, notes, crop) if ev_path.is_file() and nd else {}
     keys = list(noisy)
     stack = [noisy[k] for k in keys] + [cleaned[k] for k in keys]
     ckeys = [k for k in keys if k in classical]

@@ -45,7 +45,7 @@ def check_bounds(n, steps) -> None:
 def _test_images(run_config: dict, data, count: int):
     source = data if data is not None else run_config.get("train", {}).get("data")
     try:
-        return load_dataset(source, "test", limit=count)
+        return load_dataset(source, "test", limit=count, crop=run_config.get("train", {}).get("crop"))
     except DataNotFoundError:
         return None
 

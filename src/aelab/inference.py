@@ -137,8 +137,23 @@ def denoise(run: str | os.PathLike, inputs, out: str | os.PathLike | None = None
             cleaned[i] = img
     for name, img in zip(names, cleaned):
         runs.atomic_write_bytes(out / name, png_bytes(img))
-    plots.rows([("input", images[:10]), ("cleaned", cleaned[:10])], out / "side_by_side.png", titles=stems[:10])
+    plots.rows([("input", [_preview(i) for i in images[:10]]), ("cleaned", [_preview(c) for c in cleaned[:10]])],
+               out / "side_by_side.png", titles=stems[:10])
     return out
+
+
+PREVIEW_SIDE = 1024  # the side_by_side figure shows a large photo at most this many pixels a side
+
+
+def _preview(image: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) image for a figure: as it is, or shrunk (area average) to PREVIEW_SIDE pixels on its long side
+    (the cleaned file itself keeps every pixel)."""
+    h, w = image.shape[-2:]
+    if max(h, w) <= PREVIEW_SIDE:
+        return image
+    scale = PREVIEW_SIDE / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(image[None], size=size, mode="area")[0]
 
 
 __all__ = ["apply_model", "runner", "model_codes", "clean", "denoise"]
