@@ -60,3 +60,31 @@ def test_denoise_cleans_the_whole_photos_at_their_own_size(photo_run):
     assert main(["denoise", "--run", str(run), str(photo), "--out", str(root / "clean")]) == 0
     with Image.open(root / "clean" / "7.denoised.png") as im, Image.open(photo) as original:
         assert (im.size, im.mode) == (original.size, "RGB")
+
+
+def test_the_photo_profile_measures_psnr_as_scikit_image_does(tmp_path):
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from aelab import photos, zoo
+    from aelab.inference import clean
+    from aelab.models import build_model
+
+    torch.manual_seed(0)
+    run = runs.save_model(build_model("denoising", (3, 32, 32), net="unet", net_options={"widths": [4, 8]}),
+                          tmp_path / "tiny")
+    card = {"profile": "photo-denoiser", "settings": {"sigmas": [15, 50], "grey": False}}
+    measured = zoo.measure(run, card)
+    assert set(measured) == {"psnr@15", "psnr@50"}
+    model = runs.load_model(run)
+    ref = []
+    for name in photos.TEST:
+        c, noisy = photos.noisy_photo(name, 50)
+        assert c.shape[0] == 3 or name in ("camera", "moon")
+        out = clean(model, torch.from_numpy(noisy)[None])[0].numpy()
+        ref.append(peak_signal_noise_ratio(c, np.clip(out, 0, 1), data_range=1.0))
+    assert abs(measured["psnr@50"] - np.mean(ref)) < 1e-3
+    assert zoo.measure(run, card, quick=True).keys() == {"psnr@25"}
+    # the same draw every time, another for another sigma
+    assert np.array_equal(photos.noisy_photo("moon", 25)[1], photos.noisy_photo("moon", 25)[1])
+    assert not np.array_equal(photos.noisy_photo("moon", 25)[1], photos.noisy_photo("moon", 15)[1])
