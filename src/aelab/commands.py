@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import textwrap
 
 from .errors import AelabError, ConfigError
@@ -80,13 +81,28 @@ def _kv(text: str) -> tuple[str, object]:
 
 # -- shared flags ------------------------------------------------------------------------
 
+class _NoDownload(argparse.Action):
+    """--no-download sets AELAB_OFFLINE=1 as it is parsed: the one switch aelab.download reads,
+    whichever library call loads the data, in this process and the ones it starts."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["AELAB_OFFLINE"] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def _no_download_arg(p: argparse.ArgumentParser):
+    p.add_argument("--no-download", action=_NoDownload, nargs=0, default=False,
+                   help="never download Fashion-MNIST when it is nowhere aelab looks (as AELAB_OFFLINE=1)")
+
+
 def _common_io(p: argparse.ArgumentParser, out_default: str, out_help: str | None = None, threads: int | None = None):
-    """--data, --out, --threads and --no-progress, shared by the commands that load data and write runs."""
+    """--data, --out, --threads, --no-progress and --no-download: the commands that load data and write runs."""
     p.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate Fashion-MNIST)")
     p.add_argument("--out", default=out_default, help=f"{out_help or 'run directory'} (default {out_default})")
     p.add_argument("--threads", type=int, default=threads,
                    help="CPU threads for torch" + (f" (default {threads})" if threads else ""))
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _no_download_arg(p)
 
 
 def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = False):
@@ -257,6 +273,7 @@ def _evaluate_args(p):
                    help=f"images in the gallery of the hardest (default {EVALUATE.hardest})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
+    _no_download_arg(p)
 
 
 def _evaluate(args, command_line):
@@ -306,6 +323,7 @@ def _embed_args(p):
                         "scaled to unit variance), so the map keeps pixel neighbourhoods too (default 0: off)")
     p.add_argument("--threads", type=int, default=EMBED.threads, help=f"CPU threads (default {EMBED.threads})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _no_download_arg(p)
 
 
 def _embed(args, command_line):
@@ -389,6 +407,7 @@ def _sample_args(p):
     p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
     p.add_argument("--steps", type=int, default=10,
                    help="points per traversal, interpolation and manifold side, 2 to 30 (default 10)")
+    _no_download_arg(p)
 
 
 def _sample(args, command_line):
@@ -420,6 +439,7 @@ def _data_args(p):
     ps.add_argument("--out", default="runs/data", help="output folder (default runs/data)")
     ps.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
     ps.add_argument("--noise-factor", type=float, default=0.2, help="noise of the second grid (default 0.2)")
+    _no_download_arg(ps)
     pp = dsub.add_parser("photos", formatter_class=FMT, help="write the real photos' train/test split as PNG files",
                          description="Write the natural photos that ship inside scikit-image and scikit-learn into\n"
                          "OUT/train/ and OUT/test/ (whole photos: no test photo's crop is in training), to\n"

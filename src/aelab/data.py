@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import streaming
+from . import download, streaming
 from .arrays import (_MAX_GZIP_RATIO, Dataset, _scale_hint, available_memory, check_images, check_limit,  # noqa: F401
                      check_memory)
 from .errors import ConfigError, DataError, DataNotFoundError
@@ -167,6 +167,19 @@ def locate_fashion_mnist(path: str | os.PathLike | None = None) -> Path:
         "(or set AELAB_DATA)")
 
 
+def fashion_mnist_folder(path: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """:func:`locate_fashion_mnist`; when the default search (no ``path``) finds nothing, the four
+    files downloaded into :func:`user_cache_dir` (:mod:`aelab.download`: pinned SHA-256, atomic),
+    unless ``$AELAB_OFFLINE`` is set (``--no-download``): then the "not found" error. An explicit
+    ``path`` never downloads."""
+    try:
+        return locate_fashion_mnist(path)
+    except DataNotFoundError:
+        if path is not None or download.offline():
+            raise
+    return download.fetch_fashion_mnist(user_cache_dir(), progress=progress)
+
+
 def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike,
                   num_classes: int | None = 10) -> tuple[np.ndarray, np.ndarray]:
     """Read an images file and its labels file, checking that they agree."""
@@ -184,11 +197,12 @@ def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
 
 def load_fashion_mnist(split: str = "train", path: str | os.PathLike | None = None,
                        limit: int | None = None) -> Dataset:
-    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000) as a :class:`Dataset`."""
+    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000) as a :class:`Dataset`
+    (from ``path``, else where :func:`fashion_mnist_folder` finds or downloads it)."""
     if split not in FASHION_FILES:
         raise DataError(f"expected split 'train' or 'test', found {split!r}")
     check_limit(limit)
-    folder = locate_fashion_mnist(path)
+    folder = fashion_mnist_folder(path)
     img_stem, lbl_stem = FASHION_FILES[split]
     images, labels = load_idx_pair(_find_file(folder, img_stem), _find_file(folder, lbl_stem))
     if limit is not None:
