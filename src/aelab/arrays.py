@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+try:  # a dependency; still optional here so that an install without it (--no-deps, a platform
+    import psutil  # without a wheel) keeps working, with the /proc/meminfo reading below
+except ImportError:  # pragma: no cover (psutil is installed with aelab)
+    psutil = None
+
 from .errors import ConfigError, DataError
 
 # deflate cannot compress better than about 1032:1, so a compressed file of B bytes holds at
@@ -46,7 +51,13 @@ def check_limit(limit: int | None) -> None:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now: ``MemAvailable`` from /proc/meminfo, else the physical memory."""
+    """Bytes of memory available now: psutil's ``virtual_memory().available`` (Linux, macOS,
+    Windows); without psutil, ``MemAvailable`` from /proc/meminfo, else the physical memory."""
+    if psutil is not None:
+        try:
+            return int(psutil.virtual_memory().available)
+        except (OSError, RuntimeError, AttributeError):  # an unsupported platform: read it below
+            pass
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
