@@ -17,6 +17,7 @@ from typing import Callable
 
 from . import commands as c
 from . import commands_codec as codec
+from . import commands_export as cx
 from . import runlock
 from . import commands_zoo as cz
 from .errors import AelabError, AelabWarning
@@ -106,6 +107,8 @@ COMMANDS = (
             "difference / verdict; exit 2 when a figure is outside its tolerance.\n\nexamples:\n"
             "  aelab verify --quick\n  aelab verify denoiser-tutorial\n"
             "  aelab verify --run runs/rebuilt/reproduce --against zoo:denoiser-tutorial", cz.verify_args, cz.verify),
+    Command("export", "a run's model as ONNX files, checked by onnxruntime",
+            cx.DESCRIPTION, cx.export_args, cx.export),
     Command("data", "look at the data", "example:\n  aelab data show --out runs/data", c._data_args, c._data),
 )
 
