@@ -11,6 +11,13 @@ from aelab.data import FASHION_FILES, SYSTEM_DIR
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test reaches the internet: the Fashion-MNIST download is off unless a test (the download's
+    own, against a server on 127.0.0.1) turns it on."""
+    monkeypatch.setenv("AELAB_OFFLINE", "1")
+
+
 def write_idx(path: Path, array: np.ndarray, gz: bool = True, magic: int | None = None) -> Path:
     """Write ``array`` (uint8) as an IDX file, gzipped or not, with an optional forced magic."""
     array = np.asarray(array, dtype=np.uint8)

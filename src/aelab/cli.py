@@ -101,7 +101,8 @@ COMMANDS = (
             "The zoo's models work wherever a run directory does: --run zoo:NAME.\n\nexamples:\n"
             "  aelab zoo\n  aelab zoo show denoiser-tutorial\n"
             "  aelab denoise --run zoo:denoiser-unet noisy.png --out cleaned/\n"
-            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", cz.zoo_args, cz.zoo),
+            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", cz.zoo_args,
+            lambda args, line: cz.zoo(args, line, main)),  # the recipe's steps run through main, handed in
     Command("verify", "re-measure the zoo's cards from the shipped weights",
             "Measure every figure of each card again on the real test set and print card / measured /\n"
             "difference / verdict; exit 2 when a figure is outside its tolerance.\n\nexamples:\n"

@@ -29,7 +29,8 @@ def zoo_args(p):
     pr.add_argument("--quick", action="store_true", help="compare on the quick subset only")
 
 
-def zoo(args, command_line):
+def zoo(args, command_line, main=None):
+    """``main``: the command line's own entry (aelab.cli.main), which runs a recipe's steps."""
     from . import zoo  # heavy: torch
 
     if args.zoo_command in (None, "list"):
@@ -42,8 +43,6 @@ def zoo(args, command_line):
     elif args.zoo_command == "show":
         print(zoo.card_json(args.name))
     elif args.zoo_command == "retrain":
-        from .cli import main  # the recipe's steps are aelab commands
-
         folder = zoo.retrain(args.name, args.out, main)
         print_verdicts(zoo.verify(run=folder, against=args.name, quick=args.quick), f"{folder} against zoo:{args.name}")
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import LowerBound
+
 SCALE_MIN = 0.11          # the smallest Gaussian scale (as CompressAI's)
 STEPS_PER_OCTAVE = 8      # the coded scales: SCALE_MIN * 2 ** (k / 8), k = 0 .. SCALE_LEVELS - 1
 SCALE_LEVELS = 96         # up to ~400, beyond any latent of a trained codec
@@ -49,10 +51,8 @@ def scale_table() -> tuple[float, ...]:
 
 def gaussian_likelihood(v: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The mass of N(mu, sigma^2) on [v - 1/2, v + 1/2], on the side of the mean where it does not cancel."""
-    from .codec import _LowerBound  # here: codec imports this module
-
     d = (v - mu).abs()
-    s = _LowerBound.apply(sigma, SCALE_MIN) * math.sqrt(2.0)
+    s = LowerBound.apply(sigma, SCALE_MIN) * math.sqrt(2.0)
     return 0.5 * torch.erfc((d - 0.5) / s) - 0.5 * torch.erfc((d + 0.5) / s)
 
 
