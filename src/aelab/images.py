@@ -220,12 +220,6 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | int | None = Non
     return np.clip(arr, 0.0, 1.0)
 
 
-def _load_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """``load_image`` as uint8 (kept for callers written before 16-bit support)."""
-    return np.round(load_image(path, size) * 255).astype(np.uint8)
-
-
-
 def to_chw(a: np.ndarray, channels: int) -> np.ndarray:
     """(H, W) or (H, W, 3) floats in [0, 1] -> (channels, H, W)."""
     a = a[:, :, None] if a.ndim == 2 else a
