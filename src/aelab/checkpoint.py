@@ -3,6 +3,8 @@ resumed run ends bit-identical to one that was never interrupted.
 
 A checkpoint holds the model, the optimizer, both generators (batch order, noise), torch's
 global generator and the position inside the epoch. It is read with ``weights_only=True``.
+The best validation loss and its epoch (``--keep best``, ``--patience``) follow from the history
+it holds (:meth:`TrainState.best`), so a checkpoint written before they existed resumes with them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ class TrainState:
     sums: dict = field(default_factory=dict)  # running sums of the terms in the current epoch
     history: dict = field(default_factory=lambda: {"train": {}, "val": {}, "seconds": []})
     seconds: float = 0.0                # time spent in the current epoch so far
+
+    def best(self) -> tuple[float | None, int]:
+        """The lowest validation loss so far and its epoch (1-based; the first epoch that reached it):
+        (None, 0) before a validated epoch. A NaN loss never counts as an improvement."""
+        best, epoch = None, 0
+        for i, value in enumerate(self.history.get("val", {}).get("loss", []), 1):
+            if value is not None and value == value and (best is None or value < best):
+                best, epoch = value, i
+        return best, epoch
 
 
 def save_checkpoint(path: Path, model, optimizer, state: TrainState, perm_gen, noise_gen) -> None:

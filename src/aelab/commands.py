@@ -12,7 +12,7 @@ import os
 import textwrap
 
 from .errors import AelabError, ConfigError
-from .settings import COMPARE, EMBED, EVALUATE, REPRODUCE_FAST, TRAIN
+from .settings import COMPARE, EMBED, EVALUATE, KEEP, OPTIMIZERS, REPRODUCE_FAST, TRAIN
 
 FMT = argparse.RawDescriptionHelpFormatter
 
@@ -127,6 +127,10 @@ def _common_train(p: argparse.ArgumentParser, out_default: str, fast: bool = Fal
                    help="replace the run already in --out (removes the files aelab wrote there, nothing else)")
     _break_lock_arg(p)
     p.add_argument("--device", default=None, help=f"auto (CUDA when present), cpu or cuda (default {TRAIN.device})")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="write TensorBoard event files under OUT/tensorboard/ (loss terms, learning rate, an image grid "
+                        "per epoch, the settings as hparams; then: tensorboard --logdir OUT); needs "
+                        "pip install 'aelab[tensorboard]' (default off; with --resume the run's own)")
     _common_io(p, out_default)
 
 
@@ -156,15 +160,18 @@ def _reproduce(args, command_line):
     m = reproduce(out=args.out, epochs=args.epochs, noise_factor=args.noise_factor, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, limit=args.limit, data=args.data, resume=args.resume,
                   device=device, threads=args.threads, progress=args.progress, command=command_line,
-                  fast=args.fast, overwrite=args.overwrite)
+                  fast=args.fast, overwrite=args.overwrite, tensorboard=args.tensorboard)
     print(m["summary"]["text"])
     print(f"wrote {args.out}/ (report.html, metrics.json, figures/)")
 
 
 def _train_args(p):
     _common_train(p, "runs/train")
-    p.add_argument("--kind", default="denoising", help="the objective (default denoising; the kinds are listed below)")
-    p.add_argument("--net", default="conv", help="the network (default conv; listed below)")
+    p.add_argument("--config", metavar="RUN/config.json", default=None,
+                   help="train a new run in --out with that run's model, settings and data (the flags given here "
+                        "override them): the same seed on the CPU gives the same weights")
+    p.add_argument("--kind", default=None, help="the objective (default denoising; the kinds are listed below)")
+    p.add_argument("--net", default=None, help="the network (default conv; listed below)")
     p.add_argument("--noise", default=None,
                    help="input corruption, e.g. gaussian:0.2, saltpepper:0.1, masking:0.25, shift:2 "
                         "(default: the kind's own, gaussian:0.2 for denoising)")
@@ -198,6 +205,18 @@ def _train_args(p):
     p.add_argument("--freeze-encoder", action="store_true", default=None,
                    help="train all but the encoder, which keeps its --init weights (the codes stay as they are; "
                         "the network's options may then differ in the decoder, e.g. decoder_hidden=[...])")
+    p.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS),
+                   help=f"adam, adamw (decoupled weight decay) or sgd (momentum 0.9) (default {TRAIN.optimizer})")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"weight decay: an L2 penalty for adam and sgd, decoupled for adamw, e.g. 0.01 "
+                        f"(default {TRAIN.weight_decay:g})")
+    p.add_argument("--keep", default=None, choices=list(KEEP),
+                   help="best: also keep the weights of the epoch with the lowest validation loss "
+                        "(model.best.safetensors), which the run then loads; the last stay in model.safetensors "
+                        f"(default {TRAIN.keep})")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="stop early when the validation loss has not improved for N epochs (default: train every "
+                        "epoch)")
 
 
 def _once(flag: str, pairs, aliases=()) -> dict:
@@ -223,11 +242,13 @@ def _train(args, command_line):
                  resume=args.resume, device=args.device, threads=args.threads, progress=args.progress,
                  size=args.size, schedule=args.schedule, amp=args.amp, init=args.init, overwrite=args.overwrite,
                  freeze_encoder=args.freeze_encoder, crop=args.crop, crops_per_image=args.crops_per_image,
-                 workers=args.workers)
+                 workers=args.workers, tensorboard=args.tensorboard, keep=args.keep, patience=args.patience,
+                 optimizer=args.optimizer, weight_decay=args.weight_decay, replay=args.config)
     options = _once("--option", args.options, (("--loss", "reconstruction", args.reconstruction),
                                                ("--beta", "beta", args.beta), ("--lambda", "lmbda", args.lmbda)))
     for key in options.keys() & (flags.keys() | {"net_options"}):  # train() would take it twice
-        flag = {"progress": "--no-progress", "net_options": "--net-option"}.get(key, "--" + key.replace("_", "-"))
+        flag = {"progress": "--no-progress", "net_options": "--net-option", "replay": "--config"}.get(
+            key, "--" + key.replace("_", "-"))
         raise ConfigError(f"expected a kind's hyper-parameter in --option, found {key}, which has its own flag; "
                           f"pass {flag} instead")
     model = train(**flags, net_options=_once("--net-option", args.net_options), **options)
@@ -323,6 +344,10 @@ def _embed_args(p):
                         "scaled to unit variance), so the map keeps pixel neighbourhoods too (default 0: off)")
     p.add_argument("--threads", type=int, default=EMBED.threads, help=f"CPU threads (default {EMBED.threads})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the codes with their classes and thumbnails for TensorBoard's projector, in "
+                        "OUT/tensorboard/embedding_KEY/ (then: tensorboard --logdir OUT/tensorboard); needs "
+                        "pip install 'aelab[tensorboard]'")
     _no_download_arg(p)
 
 
@@ -334,7 +359,7 @@ def _embed(args, command_line):
     e = embed(run=args.run, method=args.method, on=args.on, baseline=args.baseline, data=args.data,
               limit=args.limit, out=args.out, perplexity=args.perplexity, exaggeration=args.exaggeration,
               n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, threads=args.threads,
-              with_pixels=args.with_pixels,
+              with_pixels=args.with_pixels, tensorboard=args.tensorboard,
               progress=args.progress, command=command_line)
     out = args.out if args.out is not None else args.run
     if out is not None and runs.has_config(out):

@@ -40,14 +40,42 @@ def memory_format(model, channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last and has_conv(model) else torch.contiguous_format
 
 
-def adam(model, lr):
+def adam(model, lr, weight_decay: float = 0.0):
     """Adam over the parameters that train (not frozen), with the fused kernel where this torch
-    has it (one kernel for all parameters)."""
+    has it (one kernel for all parameters). ``weight_decay``: an L2 penalty added to the gradient."""
+    return _fused(torch.optim.Adam, model, lr=lr, **({"weight_decay": weight_decay} if weight_decay else {}))
+
+
+def adamw(model, lr, weight_decay: float = 0.0):
+    """AdamW (Loshchilov & Hutter 2019): Adam with the weight decay applied to the weights, apart
+    from the gradient's moments (with ``weight_decay`` 0 it is Adam)."""
+    return _fused(torch.optim.AdamW, model, lr=lr, weight_decay=weight_decay)
+
+
+SGD_MOMENTUM = 0.9
+
+
+def sgd(model, lr, weight_decay: float = 0.0):
+    """SGD with momentum 0.9 (plain SGD at Adam's learning rates barely moves these models)."""
+    return _fused(torch.optim.SGD, model, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"adam": adam, "adamw": adamw, "sgd": sgd}  # TrainConfig.optimizer -> its maker
+
+
+def optimizer(model, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (one of :data:`aelab.settings.OPTIMIZERS`) over the parameters that train."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"expected optimizer one of {', '.join(OPTIMIZERS)}, found {name!r}; e.g. --optimizer adamw")
+    return OPTIMIZERS[name](model, lr, weight_decay)
+
+
+def _fused(cls, model, **settings):
     params = [p for p in model.parameters() if p.requires_grad]
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return cls(params, fused=True, **settings)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or torch
+        return cls(params, **settings)
 
 
 def autocast(amp: str, device: torch.device):

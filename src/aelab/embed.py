@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import plots, runs
+from . import plots, runs, tensorboard as board
 from .data import Dataset, load_dataset
 from .errors import AelabWarning, ConfigError, DataError
 from .inference import model_codes
@@ -308,7 +308,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
           limit: int | None = None, out=None, perplexity: float = MapConfig.perplexity,
           exaggeration: float | None = MapConfig.exaggeration, n_neighbors: int = MapConfig.n_neighbors,
           min_dist: float = MapConfig.min_dist, seed: int = MapConfig.seed, threads: int = MapConfig.threads,
-          progress: bool = True, command: str | None = None, with_pixels: float = 0.0) -> dict:
+          progress: bool = True, command: str | None = None, with_pixels: float = 0.0,
+          tensorboard: bool = False) -> dict:
     """Map the codes of the ``on`` images to 2-D and score the map; returns the entry it
     adds to ``metrics.json["embedding"]``.
 
@@ -318,7 +319,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     images. ``with_pixels`` = W > 0 maps the codes joined with W times the first 50 principal
     components of the pixels (fitted on the training images; :func:`joint_codes`), under the
     key ``<method>_pixels<W>``. ``aelab embed`` then rewrites the run's ``report.html`` when
-    the run has a config.
+    the run has a config. ``tensorboard``: the codes with their classes and thumbnails also go to
+    ``out/tensorboard/embedding_<key>/`` for TensorBoard's projector (:func:`aelab.tensorboard.write_projector`).
     """
     config = MapConfig(method=method, perplexity=perplexity, exaggeration=exaggeration, n_neighbors=n_neighbors,
                        min_dist=min_dist, seed=seed, threads=threads, progress=progress).check(REDUCERS)
@@ -328,6 +330,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
         raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
     if not with_pixels >= 0:
         raise ConfigError(f"expected --with-pixels W >= 0, found {with_pixels}; e.g. --with-pixels 1")
+    if tensorboard:
+        board.check_installed()
     out = runs.output_dir(run, out) if run is not None else Path(out if out is not None else f"runs/embed-{baseline}")
     has_config = run is not None and (baseline is None or runs.has_config(run))
     run_config = runs.read_config(run) if has_config else {}
@@ -383,12 +387,14 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
                                            figs / f"map_{key}_thumbnails.png", title=title)
     npz = _save_npz(out / f"embedding_{key}.npz", points=points, labels=labels.astype(np.int64),
                     indices=np.arange(len(points), dtype=np.int64), class_names=np.asarray(names, dtype=str))
+    projector = [board.write_projector(out / board.FOLDER / f"embedding_{key}", mapped, labels, names, ds.x,
+                                       tag=key)] if tensorboard else []
 
     entry = {"source": source, "method": method, "baseline": baseline, "split": on, "points": len(points),
              "code_dim": int(codes.shape[1]), "with_pixels": with_pixels, **scores, **info,
              "seconds_codes": round(code_seconds, 2), "seconds_map": info["seconds"],
              "seconds_scores": round(score_seconds, 2), "threads": threads, "seed": seed,
-             "files": [str(p.relative_to(out)) for p in (map_png, thumb_png, npz)]}
+             "files": [str(p.relative_to(out)) for p in (map_png, thumb_png, npz, *projector)]}
     entry.pop("seconds")
     if command:
         entry["command"] = command

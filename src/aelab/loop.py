@@ -1,5 +1,7 @@
 """The fit loop: train a model in place on in-memory images, with Adam, fresh seeded noise per
 batch, validation each epoch, every loss term logged, atomic checkpoints and exact resume.
+Controls (:class:`TrainConfig`): optimizer, weight decay, ``keep="best"`` (the model ends with the best
+validation epoch's weights), ``patience`` (early stopping), callbacks (``tensorboard``: :mod:`aelab.tensorboard`).
 
 Reproducibility: ``seed`` drives the initial weights (``torch.manual_seed``, by the caller),
 the batch order and the noise (two ``torch.Generator`` seeded from it). A checkpoint
@@ -23,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from . import distributed, runs, streaming
+from . import distributed, runs, streaming, tensorboard
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .data import check_images
-from .device import adam, autocast, default_threads, memory_format, resolve_device
+from .device import autocast, default_threads, memory_format, optimizer, resolve_device
 from .errors import AelabWarning, ConfigError, DataError, TrainingError
 from .metrics import psnr
 from .models import Autoencoder
@@ -53,51 +55,62 @@ def fit(model: Autoencoder, x_train: torch.Tensor, x_val: torch.Tensor | None = 
 
     A finished training ends with one line of quality on the validation images (on stderr
     with ``progress``; in ``history["quality"]`` and history.json, see :func:`quality`) and an
-    :class:`AelabWarning` when the model's output is worse than its input.
+    :class:`AelabWarning` when the model's output is worse than its input. With
+    ``config.keep == "best"`` that is of the best epoch's weights, which the model then holds.
     """
-    config = (config or TrainConfig()).check()
+    config = (config or TrainConfig()).check().check_needs(x_val is not None, run_dir is not None)
     x_train = _images(x_train, "training images")
     if x_val is not None:  # a streamed validation set: its fixed crops, read once
         x_val = check_images(x_val.items(range(len(x_val))) if _streamed(x_val) else x_val, "validation images")
     loop = _Loop(model, x_train, config, run_dir)
     state = loop.restore(resume)
     loop.begin(x_train, x_val)
-    steps_done = 0
-    with _Progress(loop, state) as progress, _Interrupt() as interrupt:
-        while state.epoch < config.epochs:
-            t0 = time.perf_counter()
-            sums = loop.start_epoch(state)
-            progress.start_epoch(state)
-            while state.step < loop.steps_per_epoch:
-                loop.step(state, sums)
-                steps_done += 1
-                progress.step(state, sums)
-                if interrupt.hit or (stop_after_steps is not None and steps_done >= stop_after_steps):
-                    loop.pause(state, sums, t0)
-                    progress.close()
-                    if interrupt.hit:
-                        hint = resume_command or f"--resume --out {run_dir}"
-                        where = f"; resume with `{hint}`" if run_dir else ""
-                        raise KeyboardInterrupt(f"stopped at epoch {state.epoch + 1} step {state.step}, "
-                                                f"checkpoint written{where}")
-                    return loop.finish(state)
-            loop.end_epoch(state, sums, t0)
-            progress.end_epoch(state)
-            loop.save(state)
-            if on_epoch_end is not None:
-                on_epoch_end(state.epoch, state.history)
-    distributed.barrier()
-    history = loop.finish(state)
-    if loop.main:
-        history["quality"] = q = quality(model, x_val if x_val is not None else x_train, loop.noise,
-                                         "validation" if x_val is not None else "training")
-        if loop.run_dir is not None:
-            runs.write_json(Path(loop.run_dir) / runs.HISTORY, history)
-        if config.progress:
-            print(q["text"], file=sys.stderr)
-        if q["worse"]:
-            warnings.warn(q["warning"], AelabWarning, stacklevel=2)
-    return history
+    steps_done, history = 0, None  # the callbacks: step(state, terms), epoch(state), close(history, state); rank 0
+    callbacks = [tensorboard.Board(loop, state, run_dir)] if config.tensorboard and loop.main else []
+    try:
+        with _Progress(loop, state) as progress, _Interrupt() as interrupt:
+            while state.epoch < config.epochs and not loop.stop_early(state):
+                t0 = time.perf_counter()
+                sums = loop.start_epoch(state)
+                progress.start_epoch(state)
+                while state.step < loop.steps_per_epoch:
+                    terms = loop.step(state, sums)
+                    for callback in callbacks:
+                        callback.step(state, terms)
+                    steps_done += 1
+                    progress.step(state, sums)
+                    if interrupt.hit or (stop_after_steps is not None and steps_done >= stop_after_steps):
+                        loop.pause(state, sums, t0)
+                        progress.close()
+                        if interrupt.hit:
+                            hint = resume_command or f"--resume --out {run_dir}"
+                            where = f"; resume with `{hint}`" if run_dir else ""
+                            raise KeyboardInterrupt(f"stopped at epoch {state.epoch + 1} step {state.step}, "
+                                                    f"checkpoint written{where}")
+                        return loop.finish(state)
+                loop.end_epoch(state, sums, t0)
+                progress.end_epoch(state)
+                loop.save(state)
+                for callback in callbacks:
+                    callback.epoch(state)
+                if on_epoch_end is not None:
+                    on_epoch_end(state.epoch, state.history)
+        distributed.barrier()
+        loop.take_best(state)
+        history = loop.finish(state)
+        if loop.main:
+            history["quality"] = q = quality(model, x_val if x_val is not None else x_train, loop.noise,
+                                             "validation" if x_val is not None else "training")
+            if loop.run_dir is not None:
+                runs.write_json(Path(loop.run_dir) / runs.HISTORY, history)
+            if config.progress:
+                print(q["text"], file=sys.stderr)
+            if q["worse"]:
+                warnings.warn(q["warning"], AelabWarning, stacklevel=2)
+        return history
+    finally:
+        for callback in callbacks:  # a finished training's hparams and figures; then the files are closed
+            callback.close(history, state)
 
 
 QUALITY_IMAGES = 1000  # enough for a stable mean PSNR, and about a second of CPU
@@ -170,7 +183,7 @@ class _Loop:
         self.memory_format = memory_format(model, config.channels_last)
         model.to(memory_format=self.memory_format)
         self.amp = autocast(config.amp, device)
-        self.optimizer = adam(model, config.lr)
+        self.optimizer = optimizer(model, config.optimizer, config.lr, config.weight_decay)
         self.perm_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
         self.run_dir = run_dir
@@ -220,8 +233,13 @@ class _Loop:
             state.step, state.sums, state.seconds = 0, {}, 0.0
         return {k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in state.sums.items()}
 
-    def step(self, state: TrainState, sums: dict) -> None:
-        """One optimizer step on the next batch: noise, forward, finite check, backward, schedule."""
+    def global_step(self, state: TrainState) -> int:
+        """Optimizer steps done since the start (the x axis of TensorBoard's curves)."""
+        return state.epoch * self.steps_per_epoch + state.step
+
+    def step(self, state: TrainState, sums: dict) -> dict:
+        """One optimizer step on the next batch: noise, forward, finite check, backward, schedule;
+        the batch's loss terms (detached, on the device)."""
         idx = state.perm[state.step * self.global_batch:(state.step + 1) * self.global_batch]
         lo, hi = streaming.share(len(idx), self.world, self.rank)
         if self.data is None:  # in memory: the global batch, then this rank's share
@@ -249,6 +267,7 @@ class _Loop:
                 acc = value.detach().double() * len(x)
                 sums[name] = sums[name] + acc if name in sums else acc
         state.step += 1
+        return {name: value.detach() for name, value in terms.items()}
 
     def _check_finite(self, terms: dict, state: TrainState) -> None:
         loss = terms["loss"]
@@ -285,9 +304,12 @@ class _Loop:
         self.batches = None
 
     def save(self, state: TrainState) -> None:
-        """After an epoch (rank 0, with a run directory): the weights, the history, the checkpoint."""
+        """After an epoch (rank 0, with a run directory): the weights (with ``keep="best"`` those of a
+        new best validation loss too), the history, the checkpoint."""
         if self.run_dir is not None and self.main:
             runs.save_weights(self.model, Path(self.run_dir) / runs.WEIGHTS)
+            if self.config.keep == "best" and state.best()[1] == state.epoch:
+                runs.save_weights(self.model, Path(self.run_dir) / runs.BEST_WEIGHTS)
             runs.write_json(Path(self.run_dir) / runs.HISTORY, state.history)
             self._checkpoint(state)
 
@@ -298,6 +320,29 @@ class _Loop:
         self.batches = None
         if self.ckpt is not None and self.main:
             self._checkpoint(state)
+
+    def stop_early(self, state: TrainState) -> bool:
+        """``patience`` epochs without a better validation loss (said, and in ``history["stopped_early"]``)?"""
+        (best, best_epoch), patience = state.best(), self.config.patience
+        if patience is None or best is None or state.perm is not None or state.epoch - best_epoch < patience:
+            state.history.pop("stopped_early", None)  # a resume with a larger patience trains on
+            return False
+        state.history["stopped_early"] = {"epoch": state.epoch, "best_epoch": best_epoch, "best_val_loss": best,
+                                          "patience": patience}
+        if self.main:
+            print(f"stopped early after epoch {state.epoch}/{self.config.epochs}: no better validation loss for "
+                  f"{patience} epochs (best {best:.6g} at epoch {best_epoch})", file=sys.stderr, flush=True)
+        return True
+
+    def take_best(self, state: TrainState) -> None:
+        """``keep="best"``: the model takes the best epoch's weights (the last stay in model.safetensors)."""
+        epoch, path = state.best()[1], Path(self.run_dir or ".") / runs.BEST_WEIGHTS
+        if self.config.keep != "best" or epoch == state.epoch:
+            return
+        if not path.exists():  # resumed with --keep best after its best epoch: those weights were never kept
+            return warnings.warn(f"no weights of the best epoch ({epoch}) in {self.run_dir}; it keeps the last epoch's",
+                                 AelabWarning, stacklevel=3)
+        runs.load_weights(self.model, path)
 
     def _checkpoint(self, state: TrainState) -> None:
         save_checkpoint(self.ckpt, self.model, self.optimizer, state, self.perm_gen, self.noise_gen)

@@ -24,10 +24,16 @@ CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
     "config.json", "model.safetensors", "history.json", "metrics.json", "checkpoint.pt")
 PARTIAL = ("evaluation.partial.json", "evaluation.partial.npz")  # an interrupted evaluation's results
 
+BEST_WEIGHTS = "model.best.safetensors"  # --keep best
+TENSORBOARD = "tensorboard"  # --tensorboard's event files, and embed's projector files in a folder per map
+EVENTS = "events.out.tfevents.*"
+PROJECTOR = ("projector_config.pbtxt", "[0-9]*/*/tensors.tsv", "[0-9]*/*/metadata.tsv", "[0-9]*/*/sprite.png")
+
 # What a run's writers (train, evaluate, embed, report, explore, sample) put into it, by name:
-# --overwrite removes these and nothing else.
-RUN_FILES = (CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT, "evaluation.md", "evaluation.json", *PARTIAL,
-             "embedding_*.npz", "report.html", "explore.html")
+# --overwrite removes these and nothing else (the folders they leave empty go too).
+RUN_FILES = (CONFIG, WEIGHTS, BEST_WEIGHTS, HISTORY, METRICS, CHECKPOINT, "evaluation.md", "evaluation.json",
+             *PARTIAL, "embedding_*.npz", "report.html", "explore.html", f"{TENSORBOARD}/{EVENTS}",
+             f"{TENSORBOARD}/embedding_*/{EVENTS}", *(f"{TENSORBOARD}/embedding_*/{p}" for p in PROJECTOR))
 FIGURES = "figures"
 FIGURE_FILES = ("history.png", "samples.png", "noisy_samples.png", "denoised.png", "hardest.png",
                 "evaluate_*.png", "map_*.png", "vae_*.png", "rd_*.png")
@@ -96,6 +102,14 @@ def clear_run(folder) -> list[Path]:
             continue  # aelab writes files under these names, never folders: a folder is the user's
         _unlink(path)
         removed.append(path)
+    for parent in sorted({p.parent for p in removed if p.parent != folder}, key=lambda p: -len(p.parts)):
+        for empty in (parent, *parent.parents):  # the folders that held aelab's files (tensorboard/), if now empty
+            if empty == folder or empty == folder / FIGURES or not empty.is_dir() or empty.is_symlink():
+                break
+            try:
+                empty.rmdir()
+            except OSError:  # the user's files are in it: it stays
+                break
     figures = folder / FIGURES
     if figures.is_dir() and not figures.is_symlink():
         try:

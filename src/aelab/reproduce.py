@@ -42,7 +42,7 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
               batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
               limit: int | None = None, data: str | None = None, resume: bool = False, device: str = "auto",
               threads: int | None = None, progress: bool = True, command: str | None = None, fast: bool = False,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, tensorboard: bool | None = None) -> dict:
     """Run the whole experiment into ``out`` and return its metrics (also in ``metrics.json``).
 
     ``limit`` keeps the first N images of both splits, for a quick look. ``fast`` trains with
@@ -52,6 +52,8 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
     here; ``noise_factor`` None: the run's own on resume, else the tutorial's 0.2.
     ``out`` is locked while it is written; a run already there is refused unless ``resume`` or
     ``overwrite`` (which removes the old run's files first; see :func:`aelab.train.train_run`).
+    ``tensorboard``: write TensorBoard event files under ``out/tensorboard/`` (None: the run's own
+    choice on resume, else off; see :mod:`aelab.tensorboard`).
     """
     if resume and overwrite:
         raise ConfigError("expected --resume or --overwrite, found both: --resume continues the run in --out, "
@@ -62,11 +64,11 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
         if not resume and distributed.is_main():
             check_new_run(out, overwrite)
         return _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads,
-                          progress, cmd, fast, overwrite)
+                          progress, cmd, fast, overwrite, tensorboard)
 
 
 def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads, progress,
-               cmd, fast, overwrite) -> dict:
+               cmd, fast, overwrite, tensorboard) -> dict:
     t_start = time.perf_counter()
     saved = runs.read_config(out).get("train", {}) if resume and runs.has_config(out) else {}
     preset = dataclasses.asdict(FAST if fast else TUTORIAL)
@@ -79,8 +81,9 @@ def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, res
         noise = parse_noise(saved.get("noise")) if saved else None
         noise_factor = noise.factor if isinstance(noise, Gaussian) else 0.2
     batch_size = settings["batch_size"]
+    tensorboard = tensorboard if tensorboard is not None else saved.get("tensorboard", TrainConfig.tensorboard)
     config = TrainConfig(seed=seed, noise=f"gaussian:{noise_factor:g}", device=device, threads=threads,
-                         progress=progress, **settings).check()
+                         progress=progress, tensorboard=tensorboard, **settings).check()
     train_set = load_dataset(data, "train", limit=limit)
     test_set = load_dataset(data, "test", limit=limit)
     figs = out / "figures"

@@ -36,6 +36,7 @@ ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "models"
 
 CONFIG, WEIGHTS, HISTORY, METRICS, CHECKPOINT = (
     "config.json", "model.safetensors", "history.json", "metrics.json", "checkpoint.pt")
+BEST_WEIGHTS = "model.best.safetensors"  # --keep best: the best validation epoch's weights, beside the last
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -299,9 +300,10 @@ def read_config(run_dir) -> dict:
 
 # The top-level keys of config.json: what save_model writes (format_version, aelab_version,
 # model, train) and the extras of train, compare and reproduce (class_names, initialised_from,
-# command), which the zoo's copies keep. Any other key is a typo or a hand edit: refused.
+# command; weights: "best" when a run trained with --keep best loads model.best.safetensors), which the
+# zoo's copies keep. Any other key is a typo or a hand edit: refused.
 CONFIG_KEYS = {"format_version": int, "aelab_version": str, "model": dict, "train": dict, "class_names": list,
-               "initialised_from": str, "command": str}
+               "initialised_from": str, "command": str, "weights": str}
 
 
 MODEL_KEYS = {"kind": str, "net": str, "input_shape": list, "net_options": dict, "options": dict}
@@ -418,10 +420,22 @@ def load_model(run_dir, device: str | torch.device = "cpu"):
     """Rebuild the model of ``run_dir`` (a folder, or ``zoo:NAME``) from its config and load its weights, in eval mode."""
     run_dir = locate(run_dir)
     config = read_config(run_dir)
-    check_weights_fit(config["model"], run_file(run_dir, WEIGHTS))  # before building: from the headers alone
+    path = weights_file(run_dir, config)
+    check_weights_fit(config["model"], path)  # before building: from the headers alone
     model = model_from_config(config["model"])
-    load_weights(model, run_file(run_dir, WEIGHTS))
+    load_weights(model, path)
     return model.to(device).eval()
+
+
+def weights_file(run_dir, config: dict | None = None) -> Path:
+    """The weights a run loads: ``model.best.safetensors`` when its config says ``"weights": "best"``
+    (trained with ``--keep best``), else ``model.safetensors`` (the last epoch's)."""
+    run_dir = locate(run_dir)
+    which = (config if config is not None else read_config(run_dir)).get("weights", "last")
+    if which not in ("last", "best"):
+        raise ConfigError(f"{run_dir / CONFIG}: expected 'weights' to be \"last\" or \"best\", found {which!r}; "
+                          "the file is damaged, retrain or restore it")
+    return run_file(run_dir, BEST_WEIGHTS if which == "best" else WEIGHTS)
 
 
 def load_history(run_dir) -> dict:

@@ -7,6 +7,7 @@ read it from here.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 from dataclasses import asdict, dataclass, fields
@@ -14,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 
 SCHEDULES = ("constant", "onecycle")
+OPTIMIZERS = ("adam", "adamw", "sgd")  # aelab.device.optimizer builds them
+KEEP = ("last", "best")  # which weights a run loads: the last epoch's, or the best validation epoch's
 # A seed goes to torch (manual_seed and Generator: 0..2**64 - 1, the training's noise generator adds
 # 1,000,003 to it), to NumPy's RandomState and scikit-learn's random_state (t-SNE, UMAP, PCA, kNN
 # folds: 0..2**32 - 1): every seed in 0..2**32 - 1 works for all of them.
@@ -84,12 +87,18 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate per step: "constant" (the tutorial) or "onecycle" (lr is the peak)
     val_batch_size: int = 1000  # validation is forward-only, so bigger batches are cheaper
     freeze_encoder: bool = False  # train the rest only: the encoder (the codes) stays as it starts (with an init)
+    tensorboard: bool = False   # event files under RUN/tensorboard/ (pip install 'aelab[tensorboard]')
+    keep: str = "last"          # "best": also keep the best validation epoch's weights, which the run then loads
+    patience: int | None = None  # stop when the validation loss has not improved for this many epochs; None = never
+    optimizer: str = "adam"     # "adam" (the tutorial), "adamw" (decoupled weight decay) or "sgd" (momentum 0.9)
+    weight_decay: float = 0.0   # L2 penalty (adam, sgd) or decoupled decay (adamw); 0 = none
     workers: int = 0            # processes reading streamed images (a folder, an .npz); 0 = read in the loop
     progress: bool = True       # a progress bar on stderr
 
     TYPES = {"epochs": "int", "batch_size": "int", "lr": "number", "seed": "int", "threads": "int?",
              "channels_last": "bool", "amp": "str", "schedule": "str", "val_batch_size": "int",
-             "freeze_encoder": "bool", "workers": "int", "progress": "bool"}
+             "freeze_encoder": "bool", "tensorboard": "bool", "keep": "str", "patience": "int?",
+             "optimizer": "str", "weight_decay": "number", "workers": "int", "progress": "bool"}
 
     def check(self) -> "TrainConfig":
         check_types(self, self.TYPES)
@@ -110,6 +119,19 @@ class TrainConfig:
             raise ConfigError(f"expected schedule one of {', '.join(SCHEDULES)}, found {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"expected amp auto, bf16 or off, found {self.amp!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"expected optimizer one of {', '.join(OPTIMIZERS)}, found {self.optimizer!r}; "
+                              "e.g. --optimizer adamw")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"expected weight decay >= 0, found {self.weight_decay}; e.g. --weight-decay 0.01")
+        if self.keep not in KEEP:
+            raise ConfigError(f"expected keep one of {', '.join(KEEP)}, found {self.keep!r}; e.g. --keep best")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"expected patience >= 1 epoch, found {self.patience}; e.g. --patience 3 "
+                              "(leave it out to train every epoch)")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("expected the tensorboard package for --tensorboard, found it not installed; "
+                              "pip install 'aelab[tensorboard]', or leave --tensorboard out")
         # heavy: the noise models and the device check need torch, which this module never imports at load
         from .device import resolve_device
         from .noise import Noise, parse_noise
@@ -119,6 +141,22 @@ class TrainConfig:
                               f"{_found(self.noise)}; e.g. noise='gaussian:0.2'")
         parse_noise(self.noise)  # raises on a bad spec
         resolve_device(self.device)
+        return self
+
+    def check_needs(self, validation: bool, run_dir: bool) -> "TrainConfig":
+        """Refuse a control the training lacks something for: ``keep="best"`` and ``patience`` follow
+        the validation loss (``validation``: there are validation images); ``keep="best"`` and
+        ``tensorboard`` write files into the run (``run_dir``: there is one)."""
+        follow = [flag for flag, on in (("--keep best", self.keep == "best"), ("--patience", self.patience is not None))
+                  if on]
+        if follow and not validation:
+            raise ConfigError(f"expected validation images for {' and '.join(follow)} (it follows the validation "
+                              f"loss), found none; train on data with a test split (a folder's test/), or leave "
+                              f"{follow[0]} out")
+        write = [flag for flag, on in (("--keep best", self.keep == "best"), ("--tensorboard", self.tensorboard)) if on]
+        if write and not run_dir:
+            raise ConfigError(f"expected a run directory for {' and '.join(write)} (its files go there), found none; "
+                              "pass run_dir=, or leave it out")
         return self
 
     @classmethod

@@ -9,6 +9,7 @@ The loop itself is :func:`aelab.loop.fit`; the settings and their defaults are
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shlex
 import warnings
@@ -44,7 +45,9 @@ def train_run(model: Autoencoder | dict, x_train: torch.Tensor, x_val: torch.Ten
     another run's state), starts from the weights of the run ``init`` when given (fine-tuning,
     recorded as ``initialised_from``) and writes ``config.json`` with the initial weights; with
     ``resume`` the training continues from ``out/checkpoint.pt``. Then :func:`fit` runs, and
-    ``config.json`` and the weights are written again.
+    ``config.json`` and the weights are written again; with ``config.keep == "best"`` the model
+    returned holds the best validation epoch's weights (``model.best.safetensors``, which
+    ``config.json``'s ``"weights": "best"`` makes the run load), the last stay in ``model.safetensors``.
 
     ``record``: the ``train`` section of ``config.json`` (default ``config.record()``; pass
     ``config.record(data, limit)`` so that ``--resume`` finds the data). ``extra``: more
@@ -110,7 +113,7 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
         if init is not None:
             _load_initial_weights(model, init, config.freeze_encoder)
             extra["initialised_from"] = str(init)
-        config.check()  # the checks fit makes first, made before the old run's files go
+        config.check().check_needs(x_val is not None, True)  # the checks fit makes first, before the old run goes
         for x, name in ((x_train, "training images"), (x_val, "validation images")):
             if x is not None:
                 check_training_shape(model, x.items([0]) if isinstance(x, Streamed) else check_images(x, name), name)
@@ -121,16 +124,24 @@ def _train_run(model, x_train, x_val, config, out, resume, init, record, extra, 
     history = fit(model, x_train, x_val, config, run_dir=out, resume=resume, on_epoch_end=on_epoch_end,
                   resume_command=resume_command)
     model.finalise()  # data a kind derives once from its final weights (the codec's coding tables)
-    if distributed.is_main():
+    extra.pop("weights", None)
+    if distributed.is_main() and config.keep == "best" and (out / runs.BEST_WEIGHTS).exists():
+        # the model holds the best epoch's weights (fit took them), which the run now loads; the last stay beside
+        last = copy.deepcopy(model)
+        runs.load_weights(last, out / runs.WEIGHTS)
+        last.finalise()
+        runs.save_weights(model, out / runs.BEST_WEIGHTS)
+        runs.save_model(last, out, train_config=record, extra={**extra, "weights": "best"})
+    elif distributed.is_main():
         runs.save_model(model, out, train_config=record, extra=extra)
     return model, history
 
 
-def train(kind: str = "denoising", net: str = "conv", data: str | None = None, out: str = "runs/train",
+def train(kind: str | None = None, net: str | None = None, data: str | None = None, out: str = "runs/train",
           config: TrainConfig | None = None, *, limit: int | None = None, resume: bool = False, size=None,
           net_options: dict | None = None, init: str | None = None, overwrite: bool = False, crop=None,
-          crops_per_image: int | None = None, **options) -> Autoencoder:
-    """Train a ``kind`` autoencoder on ``net`` and write the run to ``out``.
+          crops_per_image: int | None = None, replay: str | os.PathLike | None = None, **options) -> Autoencoder:
+    """Train a ``kind`` autoencoder (default denoising) on ``net`` (default conv) and write the run to ``out``.
 
     ``data``: None for Fashion-MNIST from the usual places, or a folder / ``.npz`` (see
     :func:`aelab.data.training_set`: a folder is streamed, never held whole). Validation uses
@@ -148,6 +159,11 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     schedule, noise, seed, data, limit, model) except the settings given here: a keyword
     that is not None, or a field of ``config`` that differs from the default. ``device``,
     ``threads``, ``workers`` and ``progress`` are this machine's: never taken from the saved run.
+
+    ``replay`` (``aelab train --config RUN/config.json``): a new run in ``out`` with the model and
+    the plan of that run (its config.json, or the folder holding it), on its data, limit, crop
+    and ``init``, except what is given here (as with ``resume``; a ``kind`` or ``net`` other
+    than the run's drops the run's options for it). The same seed on the CPU gives the same weights.
     """
     given = {k: v for k in TrainConfig.names() if k in options for v in [options.pop(k)] if v is not None}
     if config is not None:  # its fields set away from the defaults count as given
@@ -159,15 +175,28 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
     if resume and overwrite:
         raise ConfigError("expected --resume or --overwrite, found both: --resume continues the run in --out, "
                           "--overwrite replaces it; pass one of them")
+    if resume and replay is not None:
+        raise ConfigError("expected --resume or --config, found both: --resume continues the run in --out with its "
+                          "own settings, --config trains a new run with another run's; pass one of them")
+    replayed = runs.read_config(_replay_run(replay)) if replay is not None else {}
     if resume and not (out / runs.CONFIG).exists():  # killed before anything was written
         warnings.warn(f"nothing to resume in {out}; starting a new run", AelabWarning, stacklevel=2)
         resume = False
     if not resume:
         check_new_run(out, overwrite)  # before loading data: refuse an existing run at once
-    saved = runs.read_config(out) if resume else {}
-    if resume:  # the run's own data and limit, unless given
+    saved = runs.read_config(out) if resume else replayed
+    if saved:  # the run's own plan (its seed also picks the crops), less what was given and this machine's settings
         runs.check_keys(saved.get("train", {}), TrainConfig.names() + ["data", "limit", "crop", "crops_per_image"],
-                        f"{out / runs.CONFIG} 'train'")
+                        f"{out / runs.CONFIG if resume else replay} 'train'")
+        plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "workers", "progress")}
+        config = TrainConfig.from_dict({**plan, **given}).check()
+    if replayed:  # the run's data, limit, crop and init, unless given
+        section = replayed.get("train", {})
+        data, limit = section.get("data") if data is None else data, section.get("limit") if limit is None else limit
+        crop = section.get("crop") if crop is None else crop
+        crops_per_image = crops_per_image or section.get("crops_per_image")
+        init = replayed.get("initialised_from") if init is None else init
+    if resume:  # the run's own data and limit, unless given
         saved_crop = saved.get("train", {}).get("crop")
         if crop is not None and list(check_size(crop)) != saved_crop:  # other windows: the plan is void
             raise ConfigError(f"{out} was trained with --crop {saved_crop}, found --crop {crop}; resume with the "
@@ -187,15 +216,12 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
                              crops_per_image=crops_per_image)
     val_set = training_set(data, "test", limit=limit, size=size, crop=crop, seed=config.seed) \
         if has_test_split(data) else None
-    if resume:  # the run's own plan and model, as it was built, less what was given and this machine's settings
-        plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "workers", "progress")}
-        config = TrainConfig.from_dict({**plan, **given}).check()
+    if resume:  # the run's own model, as it was built
         spec = saved["model"]
         record = {**saved.get("train", {}), **config.record(data, limit, crop, crops_per_image)}
         extra = {k: saved[k] for k in ("class_names", "initialised_from") if k in saved}
     else:
-        spec = {"kind": kind, "input_shape": train_set.input_shape, "net": net, "net_options": net_options,
-                "options": options}
+        spec = _model_spec(replayed.get("model", {}), kind, net, net_options, options, train_set.input_shape)
         record = config.record(data, limit, crop, crops_per_image)
         extra = {"class_names": train_set.class_names}
     check_training_memory(spec, config, len(train_set), len(val_set) if val_set else 0,  # before out is touched
@@ -204,6 +230,22 @@ def train(kind: str = "denoising", net: str = "conv", data: str | None = None, o
                          init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
                          resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
     return model
+
+
+def _replay_run(path) -> Path:
+    """The run folder of ``--config``: the folder holding the given config.json (or the folder given)."""
+    path = Path(path)
+    return path.parent if path.name == runs.CONFIG and not path.is_dir() else path
+
+
+def _model_spec(replayed: dict, kind, net, net_options, options, input_shape) -> dict:
+    """The model to build: the replayed run's (none: denoising on conv) with what was given in its place;
+    another kind drops the run's kind options, another network its network options."""
+    same_kind, same_net = kind in (None, replayed.get("kind")), net in (None, replayed.get("net", "conv"))
+    return {"kind": kind or replayed.get("kind", "denoising"), "input_shape": input_shape,
+            "net": net or replayed.get("net", "conv"),
+            "net_options": {**(replayed.get("net_options") or {} if same_net else {}), **(net_options or {})} or None,
+            "options": {**(replayed.get("options") or {} if same_kind else {}), **options}}
 
 
 def _images(ds):
