@@ -232,7 +232,7 @@ def test_labels_message_never_reads_minus_one(tmp_path):
              class_names=np.array([], dtype=str))
     msg = raises(DataError, lambda: data.load_npz(tmp_path / "noname.npz"),
                  "expected one class name per class (labels 0..2)", "found an empty class_names")
-    assert "-1" not in msg
+    assert "-1" not in msg.split(": ", 1)[1]  # the message, not the path (pytest's folders are named pytest-1...)
     assert data.label_range(0) == "none" and data.label_range(1) == "0" and data.label_range(10) == "0..9"
 
 
