@@ -1,4 +1,5 @@
-"""The subcommands' flags and what each runs: one ``_NAME_args(parser)`` and one ``_NAME(args, command_line)`` each.
+"""The training commands (reproduce, train, compare, denoise) and the flags several commands share:
+each a ``Command`` entry beside its ``_NAME_args(parser)`` and ``_NAME(args, command_line)``.
 
 Each handler imports the library when it runs (torch and friends are heavy), so building
 the parser stays instant.
@@ -11,10 +12,10 @@ import json
 import os
 import textwrap
 
-from .errors import AelabError, ConfigError
-from .settings import COMPARE, EMBED, EVALUATE, KEEP, OPTIMIZERS, REPRODUCE_FAST, TRAIN
+from .command import Command
+from .errors import ConfigError
+from .settings import COMPARE, KEEP, OPTIMIZERS, REPRODUCE_FAST, TRAIN
 
-FMT = argparse.RawDescriptionHelpFormatter
 
 # What `aelab train --help` lists; tests/test_cli.py checks it against the registries.
 KINDS = {
@@ -275,101 +276,6 @@ def _denoise(args, command_line):
     print(f"wrote {denoise(args.run, args.inputs, out=args.out, overwrite=args.overwrite)}/")
 
 
-def _evaluate_args(p):
-    p.add_argument("--run", required=True, help="a run directory")
-    p.add_argument("--noise-factors", type=_floats, default=list(EVALUATE.noise_factors),
-                   help="comma-separated Gaussian noise factors (default "
-                        + ",".join(f"{f:g}" for f in EVALUATE.noise_factors) + ")")
-    p.add_argument("--baselines", type=_names, default=None,
-                   help="comma-separated baselines (default: every installed one): gaussian, median, tv, wavelet, "
-                   "nlmeans, bm3d, pca")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
-    p.add_argument("--slow-limit", type=int, default=EVALUATE.slow_limit,
-                   help=f"slow baselines (BM3D) run on the first N test images (default {EVALUATE.slow_limit}, "
-                        "docs/protocols.md)")
-    p.add_argument("--tune-images", type=int, default=None,
-                   help="training images to tune each baseline on (default: 200; PCA 20,000)")
-    p.add_argument("--data", default=None, help="the data (default: the run's)")
-    p.add_argument("--hardest", type=int, default=EVALUATE.hardest,
-                   help=f"images in the gallery of the hardest (default {EVALUATE.hardest})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
-    _no_download_arg(p)
-
-
-def _evaluate(args, command_line):
-    from .evaluate import evaluate  # heavy: torch, scikit-image
-    from .report import write_report
-    from .report.tables import evaluation_markdown
-
-    ev = evaluate(run=args.run, noise_factors=args.noise_factors, baselines=args.baselines, limit=args.limit,
-                  slow_limit=args.slow_limit, tune_images=args.tune_images, data=args.data,
-                  hardest=args.hardest, threads=args.threads, progress=args.progress)
-    write_report(args.run)
-    print(evaluation_markdown(ev))
-    print(f"wrote {args.run}/ (evaluation.md, evaluation.json, figures/evaluate_*.png, report.html)")
-
-
-def _report_args(p):
-    p.add_argument("--run", required=True, help="a run directory (a training run, or an `aelab rd` folder)")
-
-
-def _report(args, command_line):
-    from .report import write_report  # heavy: torch
-
-    print(f"wrote {write_report(args.run)}")
-
-
-def _embed_args(p):
-    p.add_argument("--run", default=None, help="a run directory: its model gives the codes and its folder gets the files")
-    p.add_argument("--method", default=EMBED.method,
-                   help="tsne (openTSNE, else scikit-learn), umap, pca or ptsne (parametric t-SNE) "
-                        f"(default {EMBED.method})")
-    p.add_argument("--on", default="test", choices=["test", "train"], help="which split to encode (default test)")
-    p.add_argument("--baseline", default=None, help="codes without a model: pcaN (e.g. pca32) or pixels")
-    p.add_argument("--data", default=None, help="data source (default: what the run was trained on)")
-    p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
-    p.add_argument("--out", default=None, help="where the files go (default: the run directory)")
-    p.add_argument("--perplexity", type=float, default=EMBED.perplexity,
-                   help=f"t-SNE perplexity (default {EMBED.perplexity:g})")
-    p.add_argument("--exaggeration", type=float, default=EMBED.exaggeration,
-                   help="t-SNE exaggeration after the early phase (default 1)")
-    p.add_argument("--n-neighbors", type=int, default=EMBED.n_neighbors,
-                   help=f"UMAP neighbourhood size (default {EMBED.n_neighbors})")
-    p.add_argument("--min-dist", type=float, default=EMBED.min_dist,
-                   help=f"UMAP minimum distance (default {EMBED.min_dist:g})")
-    p.add_argument("--seed", type=int, default=EMBED.seed, help="random state of the map")
-    p.add_argument("--with-pixels", type=float, default=0.0, metavar="W",
-                   help="map the codes joined with W x the pixels' first 50 principal components (each part "
-                        "scaled to unit variance), so the map keeps pixel neighbourhoods too (default 0: off)")
-    p.add_argument("--threads", type=int, default=EMBED.threads, help=f"CPU threads (default {EMBED.threads})")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write the codes with their classes and thumbnails for TensorBoard's projector, in "
-                        "OUT/tensorboard/embedding_KEY/ (then: tensorboard --logdir OUT/tensorboard); needs "
-                        "pip install 'aelab[tensorboard]'")
-    _no_download_arg(p)
-
-
-def _embed(args, command_line):
-    from . import runs  # heavy: torch
-    from .embed import embed
-    from .report import write_report
-
-    e = embed(run=args.run, method=args.method, on=args.on, baseline=args.baseline, data=args.data,
-              limit=args.limit, out=args.out, perplexity=args.perplexity, exaggeration=args.exaggeration,
-              n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, threads=args.threads,
-              with_pixels=args.with_pixels, tensorboard=args.tensorboard,
-              progress=args.progress, command=command_line)
-    out = args.out if args.out is not None else args.run
-    if out is not None and runs.has_config(out):
-        write_report(out)
-    print(f"{e['source']} + {e['method']} on {e['points']:,} {e['split']} images: trustworthiness@"
-          f"{e['trustworthiness_neighbors']} {e['trustworthiness']:.4f}, 2-D kNN-{e['knn_neighbors']} "
-          f"{e['knn_accuracy']:.4f} (codes {e['codes_knn_accuracy']:.4f}), map {e['seconds_map']:.1f} s")
-    print("wrote " + ", ".join(e["files"]))
-
-
 def _compare_args(p):
     _common_io(p, "runs/compare", "output folder")
     p.add_argument("--net", default=COMPARE.net, help=f"the network shared by every kind (default {COMPARE.net})")
@@ -423,70 +329,22 @@ def _compare(args, command_line):
     print(f"wrote {args.out}/ (compare.md, compare.json, reconstructions.png, denoised.png, one run per kind)")
 
 
-def _sample_args(p):
-    p.add_argument("--run", required=True, help="a run directory of the variational kind")
-    p.add_argument("--out", default=None, help="output folder (default RUN/figures)")
-    # the bounds are generate.MAX_SAMPLES and MAX_STEPS (that module imports torch; the test checks they agree)
-    p.add_argument("--n", type=int, default=64, help="samples from the prior, 1 to 400 (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
-    p.add_argument("--data", default=None, help="test images for traversals and interpolation (default: the run's data)")
-    p.add_argument("--steps", type=int, default=10,
-                   help="points per traversal, interpolation and manifold side, 2 to 30 (default 10)")
-    _no_download_arg(p)
+# -- the commands this module defines (aelab.cli lists them) -----------------------------
 
-
-def _sample(args, command_line):
-    from .generate import sample  # heavy: torch
-
-    for p in sample(args.run, out=args.out, n=args.n, seed=args.seed, data=args.data, steps=args.steps):
-        print(f"wrote {p}")
-
-
-def _explore_args(p):
-    p.add_argument("--run", required=True, help="a run directory (any kind; a dense decoder can be walked live)")
-    p.add_argument("--out", default=None, help="the page to write (default RUN/explore.html)")
-
-
-def _explore(args, command_line):
-    from .explore import explore  # heavy: torch, scikit-learn
-
-    print(f"wrote {explore(args.run, out=args.out)}")
-
-
-def _data_args(p):
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", help="what to do with the data (`aelab data ACTION --help`)")
-    ps = dsub.add_parser("show", formatter_class=FMT, help="draw the first 50 images, clean and noisy",
-                         description="Draw the first 50 images of a split with their class names, clean\n"
-                         "(samples.png) and with the evaluation noise (noisy_samples.png).\n\n"
-                         "example:\n  aelab data show --out runs/data --split test --noise-factor 0.3")
-    ps.add_argument("--data", default=None, help="Fashion-MNIST folder, image folder or .npz (default: locate "
-                                                 "Fashion-MNIST)")
-    ps.add_argument("--out", default="runs/data", help="output folder (default runs/data)")
-    ps.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
-    ps.add_argument("--noise-factor", type=float, default=0.2, help="noise of the second grid (default 0.2)")
-    _no_download_arg(ps)
-    pp = dsub.add_parser("photos", formatter_class=FMT, help="write the real photos' train/test split as PNG files",
-                         description="Write the natural photos that ship inside scikit-image and scikit-learn into\n"
-                         "OUT/train/ and OUT/test/ (whole photos: no test photo's crop is in training), to\n"
-                         "train on with --data OUT --crop H,W. Colour photos stay RGB; --grey writes every photo\n"
-                         "in grey (luma).\n\nexample:\n  aelab data photos --out runs/photos\n"
-                         "  aelab train --net unet --data runs/photos --crop 64,64 --crops-per-image 100 --out runs/photo-unet")
-    pp.add_argument("--out", default="runs/photos", help="output folder (default runs/photos)")
-    pp.add_argument("--grey", action="store_true", help="every photo in grey")
-
-
-def _data(args, command_line):
-    if args.data_command == "photos":
-        from .photos import write_split  # heavy: numpy, Pillow
-
-        written = write_split(args.out, grey=args.grey)
-        print(f"wrote {len(written['train'])} training and {len(written['test'])} held-out photos to {args.out}/")
-        return
-    if args.data_command != "show":
-        raise AelabError("expected `aelab data show` or `aelab data photos`, found no action; see `aelab data --help`")
-    from .show import show_data  # heavy: torch, matplotlib
-
-    for p in show_data(args.data, args.out, args.noise_factor, args.split):
-        print(f"wrote {p}")
-
-
+COMMANDS = (
+    Command("reproduce", "the whole denoising experiment, figures and report",
+            "Train the tutorial's convolutional denoiser on Fashion-MNIST and write figures, metrics and\n"
+            "report.html.\n\nexample:\n  aelab reproduce --epochs 10 --out runs/reproduce", _reproduce_args, _reproduce),
+    Command("train", "train one kind of autoencoder",
+            "Train an autoencoder and write a run directory.\n\nexamples:\n"
+            "  aelab train --kind denoising --net conv --epochs 5 --out runs/dae\n"
+            "  aelab train --kind variational --net dense --net-option latent_dim=2 --out runs/vae2d",
+            _train_args, _train, epilog=catalogue()),
+    Command("denoise", "clean image files or an .npz with a trained run",
+            "example:\n  aelab denoise --run runs/reproduce noisy1.png noisy2.png --out cleaned/", _denoise_args, _denoise),
+    Command("compare", "train every kind the same way and tabulate them",
+            "Train undercomplete, sparse (l1, kl), contractive, denoising and variational\n"
+            "autoencoders with the same network, code size and schedule; write compare.md, compare.json,\n"
+            "reconstructions.png, denoised.png and one run directory per kind.\n\nexample:\n"
+            "  aelab compare --net dense --latent-dim 32 --epochs 20 --out runs/compare", _compare_args, _compare),
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from .command import Command
 from .commands import _common_io, _names, _overwrite_arg
 
 
@@ -83,3 +84,25 @@ def _decompress(args, command_line):
 
     written = decompress_file(args.file, args.out, run_dir=args.run, overwrite=args.overwrite)
     print(f"wrote {len(written)} file(s) to {args.out}/")
+
+
+# -- the commands this module defines (aelab.cli lists them) -----------------------------
+
+COMMANDS = (
+    Command("rd", "rate-distortion: bytes per image against PSNR/SSIM, learned codec vs JPEG, WebP, AVIF, PCA, PNG",
+            "Compress the test images to real bytes with each codec and back; write rd.json,\n"
+            "rd.md (PSNR at ~50/~100/~200 bytes per image and every point), figures/rd_psnr.png,\n"
+            "figures/rd_ssim.png and report.html into --out. Methods: jpeg, jpeg-scan, webp, avif,\n"
+            "avif-payload, pca, png, xz (default all; also pca-laplace); --runs adds aelab codec runs.\n\n"
+            "examples:\n  aelab rd --out runs/rd\n"
+            "  aelab rd --runs runs/codec-a runs/codec-b --methods none --update --out runs/rd", _rd_args, _rd),
+    Command("compress", "images to a compact byte stream with a codec run",
+            "Encode images with a codec run (kind codec) and range-code the quantised latents\n"
+            "into one file: a small header (model identity, image count, shapes) and the entropy-coded\n"
+            "latents. Needs constriction (pip install 'aelab[codec]').\n\nexample:\n"
+            "  aelab compress --run runs/codec-0.01 shirt.png shoe.png --out two.ael", _compress_args, _compress),
+    Command("decompress", "a byte stream back to PNG images",
+            "Decode a file written by `aelab compress` with the same run; writes 00000.png,\n"
+            "00001.png, ... (8-bit) into --out. Another run's model is refused.\n\nexample:\n"
+            "  aelab decompress two.ael --run runs/codec-0.01 --out decoded/", _decompress_args, _decompress),
+)

@@ -5,6 +5,7 @@ The handler imports the library when it runs (torch, onnx), so building the pars
 
 from __future__ import annotations
 
+from .command import Command
 from .commands import _overwrite_arg
 
 DESCRIPTION = (
@@ -36,3 +37,11 @@ def export(args, command_line):
 
     result = export_onnx(args.run, args.out, overwrite=args.overwrite, data=args.data, fmt=args.format)
     print("\n".join(summary(result)))
+
+
+# -- the commands this module defines (aelab.cli lists them) -----------------------------
+
+COMMANDS = (
+    Command("export", "a run's model as ONNX files, checked by onnxruntime",
+            DESCRIPTION, export_args, export),
+)

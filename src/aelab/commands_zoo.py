@@ -5,12 +5,11 @@ Like :mod:`aelab.commands`, each handler imports the library only when it runs.
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from .command import FMT, Command
 from .errors import AelabError
 
-FMT = argparse.RawDescriptionHelpFormatter
 
 
 def zoo_args(p):
@@ -81,3 +80,20 @@ def verify(args, command_line):
     print_verdicts(rows, args.run or "the zoo")
     print(f"{len(rows)} figures of {len({r['model'] for r in rows})} model(s) within tolerance "
           f"({'quick subset' if args.quick else 'whole test set'}) in {time.perf_counter() - t0:.0f} s")
+
+
+# -- the commands this module defines (aelab.cli lists them) -----------------------------
+
+COMMANDS = (
+    Command("zoo", "the trained models shipped with aelab: list, show a card, retrain",
+            "The zoo's models work wherever a run directory does: --run zoo:NAME.\n\nexamples:\n"
+            "  aelab zoo\n  aelab zoo show denoiser-tutorial\n"
+            "  aelab denoise --run zoo:denoiser-unet noisy.png --out cleaned/\n"
+            "  aelab zoo retrain denoiser-tutorial --out runs/rebuilt", zoo_args,
+            zoo, wants_main=True),  # the recipe's steps run through aelab.cli.main, handed in
+    Command("verify", "re-measure the zoo's cards from the shipped weights",
+            "Measure every figure of each card again on the real test set and print card / measured /\n"
+            "difference / verdict; exit 2 when a figure is outside its tolerance.\n\nexamples:\n"
+            "  aelab verify --quick\n  aelab verify denoiser-tutorial\n"
+            "  aelab verify --run runs/rebuilt/reproduce --against zoo:denoiser-tutorial", verify_args, verify),
+)
