@@ -104,13 +104,13 @@ def measure_kind(model, train, test, jacobian_images: int = 1000, iw_samples: in
     return row
 
 
-C = CompareConfig  # the defaults, written once
+DEFAULTS = CompareConfig()  # the defaults, written once
 
 
-def compare(data: str | None = None, out: str = "runs/compare", net: str = C.net, latent_dim: int = C.latent_dim,
-            epochs: int = C.epochs, batch_size: int = C.batch_size, lr: float = C.lr, schedule: str = C.schedule,
-            seed: int = C.seed, limit: int | None = None, kinds: list[str] | None = None,
-            iw_samples: int = C.iw_samples, jacobian_images: int = C.jacobian_images,
+def compare(data: str | None = None, out: str = "runs/compare", net: str = DEFAULTS.net, latent_dim: int = DEFAULTS.latent_dim,
+            epochs: int = DEFAULTS.epochs, batch_size: int = DEFAULTS.batch_size, lr: float = DEFAULTS.lr, schedule: str = DEFAULTS.schedule,
+            seed: int = DEFAULTS.seed, limit: int | None = None, kinds: list[str] | None = None,
+            iw_samples: int = DEFAULTS.iw_samples, jacobian_images: int = DEFAULTS.jacobian_images,
             net_options: dict | None = None, device: str = "auto", threads: int | None = None,
             progress: bool = True, command: str | None = None, overwrite: bool = False, vae_net: str | None = None,
             vae_net_options: dict | None = None, vae_options: dict | None = None) -> dict:

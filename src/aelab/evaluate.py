@@ -73,18 +73,18 @@ def _clean(est, x_noisy: torch.Tensor, label: str, log) -> torch.Tensor:
 def _baseline(b, f, key, x, x_noisy, train_x, train_base, tune_images, shown, log):
     """Tune baseline ``b`` at noise ``f`` on training pairs, clean ``x_noisy`` (the first
     images of ``x``) -> ``(info, (psnr, ssim) per image, its images of the gallery or None)``."""
-    n_b, n_t = len(x_noisy), tune_images or BASELINES[b].fit_images
-    tr_clean = train_x[:n_t]
-    tr_noisy = (tr_clean + f * train_base[:n_t]).clamp(0.0, 1.0)
+    n_images, n_tune = len(x_noisy), tune_images or BASELINES[b].fit_images
+    tr_clean = train_x[:n_tune]
+    tr_noisy = (tr_clean + f * train_base[:n_tune]).clamp(0.0, 1.0)
     t = time.perf_counter()
     est = make_baseline(b).fit(tr_noisy, tr_clean)
     x_hat = _clean(est, x_noisy, f"noise {key}: {b}", log)
     secs = time.perf_counter() - t
-    p_s = (psnr_per_image(x[:n_b], x_hat).numpy(), ssim_per_image(x[:n_b], x_hat).numpy())
+    per_image = (psnr_per_image(x[:n_images], x_hat).numpy(), ssim_per_image(x[:n_images], x_hat).numpy())
     info = {"param": None if est.param_ is None else float(est.param_), "describe": est.describe(), "seconds": secs,
             "scores": {f"{p:g}": s for p, s in est.scores_.items()}}
-    log(f"noise {key}: {b} on {n_b} images, {info['describe']}, PSNR {p_s[0].mean():.2f} dB ({secs:.1f} s)")
-    return info, p_s, None if shown is None else x_hat[shown].numpy()
+    log(f"noise {key}: {b} on {n_images} images, {info['describe']}, PSNR {per_image[0].mean():.2f} dB ({secs:.1f} s)")
+    return info, per_image, None if shown is None else x_hat[shown].numpy()
 
 
 def _logger(progress: bool):
@@ -209,17 +209,18 @@ def evaluate(run, noise_factors=NOISE_FACTORS, baselines=None, limit: int | None
                 f"{' (reused)' if found else ''}")
             for b in names:
                 step = f"noise {key}, {b}"
-                n_b = n_slow if BASELINES[b].slow else total
-                found = partial.get(key, b, {b: n_b}, g_shape if at_head else None)
+                n_images = n_slow if BASELINES[b].slow else total
+                found = partial.get(key, b, {b: n_images}, g_shape if at_head else None)
                 if found is None:
-                    info, p_s, x_shown = _baseline(b, f, key, x, x_noisy[:n_b], train.x, train_base, tune_images,
-                                                   gallery["indices"] if at_head else None, log)
-                    partial.put(key, b, {b: p_s}, {b: x_shown} if at_head else None, info)
+                    info, per_image, x_shown = _baseline(b, f, key, x, x_noisy[:n_images], train.x, train_base,
+                                                         tune_images, gallery["indices"] if at_head else None, log)
+                    partial.put(key, b, {b: per_image}, {b: x_shown} if at_head else None, info)
                 else:
                     per_b, shown_b, info = found
-                    p_s, x_shown = per_b[b], shown_b.get(b)
-                    log(f"noise {key}: {b} on {n_b} images, {info['describe']}, PSNR {p_s[0].mean():.2f} dB (reused)")
-                per[b] = p_s
+                    per_image, x_shown = per_b[b], shown_b.get(b)
+                    log(f"noise {key}: {b} on {n_images} images, {info['describe']}, PSNR {per_image[0].mean():.2f} dB "
+                        "(reused)")
+                per[b] = per_image
                 seconds[b] = seconds.get(b, 0.0) + info["seconds"]
                 methods[b]["params"][key] = info["param"]
                 methods[b]["scores"][key] = info["scores"]

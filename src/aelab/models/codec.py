@@ -72,7 +72,7 @@ from ..losses import reconstruction_loss
 from ..nets import ClampST, NetPair, activation, halved, register_net, transpose_padding
 from .base import Autoencoder, register_model
 from .context import ChannelContext, gaussian_likelihood
-from .layers import GDN, LowerBound
+from .layers import GDN
 
 LIKELIHOOD_BOUND = 1e-9      # smallest probability of a latent in the rate term (as CompressAI)
 LATENT_LIMIT = 2 ** 15 - 1   # |y_hat| is clamped here: the byte stream's escape codes reach this far
@@ -165,11 +165,11 @@ class FactorizedDensity(nn.Module):
         self.matrices = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.factors = nn.ParameterList()
-        k_ = self.PARAM_SCALE
+        param_scale = self.PARAM_SCALE
         for k in range(len(filters) + 1):
             init = math.log(math.expm1(1 / scale / dims[k + 1]))
-            self.matrices.append(nn.Parameter(torch.full((channels, dims[k + 1], dims[k]), init / k_)))
-            self.biases.append(nn.Parameter((torch.rand(channels, dims[k + 1], 1) - 0.5) / k_))
+            self.matrices.append(nn.Parameter(torch.full((channels, dims[k + 1], dims[k]), init / param_scale)))
+            self.biases.append(nn.Parameter((torch.rand(channels, dims[k + 1], 1) - 0.5) / param_scale))
             if k < len(filters):
                 self.factors.append(nn.Parameter(torch.zeros(channels, dims[k + 1], 1)))
 
