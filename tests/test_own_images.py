@@ -84,7 +84,7 @@ def test_the_photo_profile_measures_psnr_as_scikit_image_does(tmp_path):
         out = clean(model, torch.from_numpy(noisy)[None])[0].numpy()
         ref.append(peak_signal_noise_ratio(c, np.clip(out, 0, 1), data_range=1.0))
     assert abs(measured["psnr@50"] - np.mean(ref)) < 1e-3
-    assert zoo.measure(run, card, quick=True).keys() == {"psnr@25"}
+    assert zoo.measure(run, card, quick=True).keys() == measured.keys()  # the same figures on two photos
     # the same draw every time, another for another sigma
     assert np.array_equal(photos.noisy_photo("moon", 25)[1], photos.noisy_photo("moon", 25)[1])
     assert not np.array_equal(photos.noisy_photo("moon", 25)[1], photos.noisy_photo("moon", 15)[1])

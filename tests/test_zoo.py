@@ -35,7 +35,7 @@ def test_the_zoo_ships_models_within_its_size_budget():
         size = sum(p.stat().st_size for p in folder.iterdir())
         assert max(p.stat().st_size for p in folder.iterdir()) <= 2_000_000, f"{name}: a file over 2 MB"
         total += size
-    assert total <= 15_000_000, f"the zoo weighs {total / 1e6:.1f} MB, over its budget of 15 MB"
+    assert total <= 25_000_000, f"the zoo weighs {total / 1e6:.1f} MB, over its budget of 25 MB (with the photo models)"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,7 +49,7 @@ def test_every_card_is_complete_and_its_recipe_is_aelab_commands(name):
     model = runs.load_model(f"zoo:{name}")
     assert model.kind == card["kind"] and model.net == card["net"]
     for step in card["recipe"]["steps"]:
-        assert step[0] in {"train", "reproduce", "compare"}, step
+        assert step[0] in {"train", "reproduce", "compare", "data"}, step
     assert "{dir}" in card["recipe"]["result"]
 
 

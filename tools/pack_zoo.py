@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aelab import runs, zoo
 from aelab.compression import model_id
+from aelab.photos import COLOUR_TEST, TEST
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress"]
 COMPARE = ["compare", "--epochs", "25", *COMMON, "--out", "{dir}/compare"]
@@ -172,16 +173,20 @@ def photo(name, run, grey, purpose):
     steps = [["data", "photos", "--out", f"{{dir}}/{folder}", *(["--grey"] if grey else [])],
              [*PHOTO_UNET, "--data", f"{{dir}}/{folder}", "--out", f"{{dir}}/{run}"]]
     return {"name": name, "run": run, "profile": "photo-denoiser", "purpose": purpose, "steps": steps,
-            "result": f"{{dir}}/{run}", "cpu_minutes": None, "settings": {"sigmas": [15, 25, 50], "grey": grey},
+            "result": f"{{dir}}/{run}", "cpu_minutes": None,
+            "settings": {"sigmas": [15, 25, 50], "grey": grey,  # a colour model on the colour photos, a grey on all
+                         "photos": list(TEST if grey else COLOUR_TEST)},
             "weights": "float16"}
 
 
 ENTRIES += [
     photo("denoiser-photo", "photo-unet-rgb", False,
           "a blind colour photo denoiser: a U-Net (widths 32-64-128) trained on 64x64 windows of the 12 training "
-          "photos of `aelab data photos`, noise sigma 5-50 of 255; any size, in tiles"),
+          "photos of `aelab data photos`, noise sigma 5-50 of 255; any size, in tiles (for colour photos: each "
+          "channel's noise its own; grey photos: zoo:denoiser-photo-grey)"),
     photo("denoiser-photo-grey", "photo-unet-grey", True,
-          "the same for grey photos (the training photos in grey)"),
+          "the same for grey photos: trained on the training photos in grey, measured on all six held-out photos "
+          "in grey"),
 ]
 
 

@@ -32,6 +32,7 @@ PHOTOS = {
 # held out whole: four colour photos and two grey ones, of the kinds the training set has
 TEST = ("astronaut", "coffee", "china", "chelsea", "camera", "moon")
 TRAIN = tuple(name for name in PHOTOS if name not in TEST)
+COLOUR_TEST = ("astronaut", "coffee", "china", "chelsea")  # the held-out colour photos (a colour model's test)
 
 
 def photo_path(name: str) -> Path:
@@ -122,5 +123,5 @@ def denoising_scores(denoise, sigmas=SIGMAS, names=TEST, grey: bool = False) -> 
     return out
 
 
-__all__ = ["PHOTOS", "TRAIN", "TEST", "SIGMAS", "photo_path", "load_photo", "write_split", "noisy_photo",
+__all__ = ["PHOTOS", "TRAIN", "TEST", "COLOUR_TEST", "SIGMAS", "photo_path", "load_photo", "write_split", "noisy_photo",
            "photo_psnr", "denoising_scores"]

@@ -124,20 +124,22 @@ def _codec(model, card: dict, quick: bool, data=None) -> dict:
 
 @register_profile("photo-denoiser")
 def _photo_denoiser(model, card: dict, quick: bool, data=None) -> dict:
-    """Mean PSNR over the held-out photos (:data:`aelab.photos.TEST`, each whole, at its own size) at
-    each of the card's noise sigmas (of 255, seeded per photo); quick: sigma 25 only. ``grey``:
-    the photos in grey."""
+    """Mean PSNR over held-out photos (the card's ``photos``, default :data:`aelab.photos.TEST`; each
+    whole, at its own size) at each of the card's noise sigmas (of 255, seeded per photo); quick:
+    the first two of them. ``grey``: the photos in grey."""
     settings = card["settings"]
-    sigmas = [25] if quick else settings.get("sigmas", list(photos.SIGMAS))
+    names = tuple(settings.get("photos", photos.TEST))
     scores = photos.denoising_scores(lambda noisy, sigma: clean(model, torch.from_numpy(noisy)[None])[0].numpy(),
-                                     sigmas, grey=settings.get("grey", False))
+                                     settings.get("sigmas", list(photos.SIGMAS)), names=names[:2] if quick else names,
+                                     grey=settings.get("grey", False))
     return {f"psnr@{k}": v["mean"] for k, v in scores.items()}
 
 
 PROTOCOLS = {  # what each profile measures on, for the card
-    "photo-denoiser": {"full": "the 6 held-out photos of aelab.photos.TEST, whole, at noise sigma 15, 25, 50 of 255 "
-                               "(aelab.photos.noisy_photo: clipped, seeded per photo); the mean PSNR",
-                       "quick": "the same photos at sigma 25"},
+    "photo-denoiser": {"full": "the card's held-out photos (settings.photos, of aelab.photos.TEST), whole, at noise "
+                               "sigma 15, 25, 50 of 255 (aelab.photos.noisy_photo: clipped, seeded per photo); the "
+                               "mean PSNR",
+                       "quick": "the first two of those photos, at the same sigmas"},
 }
 
 
@@ -321,6 +323,7 @@ def remeasure(name: str, settings: dict, full: dict | None = None, data=None) ->
     card_["settings"] = {**card_["settings"], **settings}
     full = full or measure(runs.ZOO_PREFIX + name, card_, False, data)
     card_.update(_measured(card_, full, measure(runs.ZOO_PREFIX + name, card_, True, data)))
+    card_["protocol"] = PROTOCOLS.get(card_["profile"], card_["protocol"])
     card_["versions"].update({"aelab": __version__, "torch": torch.__version__})
     runs.write_json(runs.ZOO_DIR / name / CARD, card_)
     return card_
@@ -328,7 +331,7 @@ def remeasure(name: str, settings: dict, full: dict | None = None, data=None) ->
 
 def results_markdown() -> str:
     """The docs' results table, built from the cards (docs/results.md holds it between markers)."""
-    lines = ["| model | kind | network | figures (10,000 test images) | CPU minutes | weights |",
+    lines = ["| model | kind | network | figures (Fashion-MNIST's 10,000 test images, or as stated) | CPU minutes | weights |",
              "|---|---|---|---|---:|---:|"]
     for row in listing():
         lines.append(f"| `zoo:{row['name']}` | {row['kind']} | {row['net']} | {row['headline']} | "
