@@ -69,4 +69,5 @@ def barrier() -> None:
 
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank done before any tears the group down (seen: gloo aborting a rank mid-exit)
         dist.destroy_process_group()

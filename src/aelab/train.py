@@ -191,24 +191,9 @@ def train(kind: str | None = None, net: str | None = None, data: str | None = No
         plan = {k: v for k, v in saved.get("train", {}).items() if k not in ("device", "threads", "workers", "progress")}
         config = TrainConfig.from_dict({**plan, **given}).check()
     if replayed:  # the run's data, limit, crop and init, unless given
-        section = replayed.get("train", {})
-        data, limit = section.get("data") if data is None else data, section.get("limit") if limit is None else limit
-        crop = section.get("crop") if crop is None else crop
-        crops_per_image = crops_per_image or section.get("crops_per_image")
-        init = replayed.get("initialised_from") if init is None else init
+        data, limit, crop, crops_per_image, init = _replayed_data(replayed, data, limit, crop, crops_per_image, init)
     if resume:  # the run's own data and limit, unless given
-        saved_crop = saved.get("train", {}).get("crop")
-        if crop is not None and list(check_size(crop)) != saved_crop:  # other windows: the plan is void
-            raise ConfigError(f"{out} was trained with --crop {saved_crop}, found --crop {crop}; resume with the "
-                              "same crop (or leave it out), or train a new run in another --out")
-        crop = saved_crop
-        crops_per_image = crops_per_image or saved.get("train", {}).get("crops_per_image", 1)
-        data = saved.get("train", {}).get("data") if data is None else data
-        saved_limit = saved.get("train", {}).get("limit")
-        if limit is not None and limit != saved_limit:  # another training set: the checkpoint's order is void
-            raise ConfigError(f"{out} was trained with --limit {saved_limit}, found --limit {limit}; resume with "
-                              "the same limit (or leave it out), or train a new run in another --out")
-        limit = saved_limit
+        data, limit, crop, crops_per_image = _resumed_data(saved, out, data, limit, crop, crops_per_image)
     _check_flags(data, size, given.get("freeze_encoder", saved.get("train", {}).get("freeze_encoder")),
                  saved.get("initialised_from") if resume else init)
     crops_per_image = crops_per_image or 1
@@ -230,6 +215,28 @@ def train(kind: str | None = None, net: str | None = None, data: str | None = No
                          init=None if resume else init, record=record, extra=extra, overwrite=overwrite,
                          resume_command=f"aelab train --resume --out {shlex.quote(str(out))}")
     return model
+
+
+def _replayed_data(replayed: dict, data, limit, crop, crops_per_image, init):
+    """``--config``: the replayed run's data, limit, crop, windows per image and init, each unless given."""
+    section = replayed.get("train", {})
+    return (section.get("data") if data is None else data, section.get("limit") if limit is None else limit,
+            section.get("crop") if crop is None else crop, crops_per_image or section.get("crops_per_image"),
+            replayed.get("initialised_from") if init is None else init)
+
+
+def _resumed_data(saved: dict, out: Path, data, limit, crop, crops_per_image):
+    """``--resume``: the run's own data, limit, crop and windows per image; another limit or crop is refused
+    (the checkpoint's order and windows would be void)."""
+    section = saved.get("train", {})
+    if crop is not None and list(check_size(crop)) != section.get("crop"):
+        raise ConfigError(f"{out} was trained with --crop {section.get('crop')}, found --crop {crop}; resume with "
+                          "the same crop (or leave it out), or train a new run in another --out")
+    if limit is not None and limit != section.get("limit"):
+        raise ConfigError(f"{out} was trained with --limit {section.get('limit')}, found --limit {limit}; resume "
+                          "with the same limit (or leave it out), or train a new run in another --out")
+    return (section.get("data") if data is None else data, section.get("limit"), section.get("crop"),
+            crops_per_image or section.get("crops_per_image", 1))
 
 
 def _replay_run(path) -> Path:
