@@ -67,6 +67,30 @@ def reproduce(out: str = "runs/reproduce", epochs: int | None = None, noise_fact
                           progress, cmd, fast, overwrite, tensorboard)
 
 
+def _data_figures(train_set, noise_factor: float, figs: Path) -> None:
+    """The first 50 training images, clean and with the noise (the tutorial's first figure)."""
+    first = train_set.x[:50]
+    titles = [train_set.class_names[i] for i in train_set.y[:50].tolist()]
+    plots.image_grid(first, figs / "samples.png", titles=titles)
+    plots.image_grid(add_evaluation_noise(first, noise_factor), figs / "noisy_samples.png", titles=titles,
+                     suptitle=f"noise factor {noise_factor:g}")
+
+
+def _denoised_figures(model, test_set, noise_factor: float, figs: Path) -> None:
+    """The first 10 test images noisy / cleaned / original, and the 10 hardest for the model."""
+    x10 = test_set.x[:10]
+    noisy10 = add_evaluation_noise(x10, noise_factor)  # the first 10 rows of the fixed evaluation draw
+    cleaned10 = apply_model(model, noisy10)
+    plots.rows([("noisy", noisy10), ("cleaned", cleaned10), ("original", x10)], figs / "denoised.png",
+               titles=[test_set.class_names[i] for i in test_set.y[:10].tolist()],
+               suptitle=f"Test images, noise factor {noise_factor:g}")
+    worst, worst_psnr, worst_noisy, worst_clean = hardest_images(model, test_set.x, noise_factor)
+    plots.rows([("noisy", worst_noisy), ("cleaned", worst_clean), ("original", test_set.x[worst])],
+               figs / "hardest.png", titles=[f"#{i} {test_set.class_names[test_set.y[i]]}\n{p:.1f} dB"
+                                              for i, p in zip(worst.tolist(), worst_psnr.tolist())],
+               suptitle=f"The 10 hardest test images at noise factor {noise_factor:g} (PSNR after cleaning)")
+
+
 def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, resume, device, threads, progress,
                cmd, fast, overwrite, tensorboard) -> dict:
     t_start = time.perf_counter()
@@ -101,28 +125,12 @@ def _reproduce(out, epochs, noise_factor, batch_size, lr, seed, limit, data, res
     train_seconds = time.perf_counter() - t_train
     plots.history(history, figs / "history.png", title="Denoising autoencoder: MSE per epoch")
 
-    # 2. the data, as the tutorial shows it
+    # 2. the data, as the tutorial shows it; 3. denoise the noisy test images and measure
     if main:
-        first = train_set.x[:50]
-        titles = [train_set.class_names[i] for i in train_set.y[:50].tolist()]
-        plots.image_grid(first, figs / "samples.png", titles=titles)
-        plots.image_grid(add_evaluation_noise(first, noise_factor), figs / "noisy_samples.png", titles=titles,
-                         suptitle=f"noise factor {noise_factor:g}")
-
-    # 3. denoise the noisy test images and measure
+        _data_figures(train_set, noise_factor, figs)
     model = model.cpu().eval()
     quality = denoising_quality(model, test_set.x, NOISE_FACTORS)
-    x10 = test_set.x[:10]
-    noisy10 = add_evaluation_noise(x10, noise_factor)  # the first 10 rows of the fixed evaluation draw
-    cleaned10 = apply_model(model, noisy10)
-    plots.rows([("noisy", noisy10), ("cleaned", cleaned10), ("original", x10)], figs / "denoised.png",
-               titles=[test_set.class_names[i] for i in test_set.y[:10].tolist()],
-               suptitle=f"Test images, noise factor {noise_factor:g}")
-    worst, worst_psnr, worst_noisy, worst_clean = hardest_images(model, test_set.x, noise_factor)
-    plots.rows([("noisy", worst_noisy), ("cleaned", worst_clean), ("original", test_set.x[worst])],
-               figs / "hardest.png", titles=[f"#{i} {test_set.class_names[test_set.y[i]]}\n{p:.1f} dB"
-                                              for i, p in zip(worst.tolist(), worst_psnr.tolist())],
-               suptitle=f"The 10 hardest test images at noise factor {noise_factor:g} (PSNR after cleaning)")
+    _denoised_figures(model, test_set, noise_factor, figs)
 
     secs = history["seconds"]
     per_epoch = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
