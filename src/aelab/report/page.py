@@ -344,6 +344,40 @@ def _number_sections(body: str) -> str:
     return body if first < 0 else body[:first] + nav + body[first:]
 
 
+def _data_section(figs: Path, metrics: dict) -> str:
+    """The data's sample grids and its class counts ("" when the run has none)."""
+    data_parts = []
+    for name, alt in (("samples.png", "The first 50 training images"),
+                      ("noisy_samples.png", "The same images with the training noise")):
+        if (figs / name).exists():
+            data_parts.append(_img(figs / name, alt))
+    counts = metrics.get("data", {}).get("class_counts")
+    if counts:
+        data_parts.append(_table(["class", "train", "test"],
+                                 [[c, v.get("train", ""), v.get("test", "")] for c, v in counts.items()]))
+    return "".join(data_parts)
+
+
+def _denoising_section(figs: Path, metrics: dict) -> str:
+    """The quality table, `aelab evaluate`'s tables and the denoising figures ("" when none)."""
+    den_parts = []
+    table = quality_table(metrics)
+    if table:
+        den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (docs/protocols.md), "
+                         "fixed evaluation noise (seed 0).</p>" + table)
+    if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
+        for caption, header, rows in _evaluation_tables(metrics["evaluation"]):
+            den_parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
+    if (figs / "denoised.png").exists():
+        den_parts.append(_img(figs / "denoised.png", "Noisy / cleaned / original, first 10 test images"))
+    if (figs / "hardest.png").exists():
+        den_parts.append(_img(figs / "hardest.png", "The hardest test images: the lowest PSNR after cleaning "
+                              "(noisy / cleaned / original)"))
+    for extra in sorted(figs.glob("evaluate_*.png")) if figs.exists() else []:
+        den_parts.append(_img(extra, extra.stem.replace("_", " ")))
+    return "".join(den_parts)
+
+
 def write_report(run_dir, command: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from whatever the run holds and return its path."""
     run_dir = runs.output_dir(run_dir)  # a zoo model's report goes to runs/zoo-NAME
@@ -368,17 +402,9 @@ def write_report(run_dir, command: str | None = None) -> Path:
                      'decoding and denoising in one page (explore.html, beside this report).</p>')
 
     # 1. the data
-    data_parts = []
-    for name, alt in (("samples.png", "The first 50 training images"),
-                      ("noisy_samples.png", "The same images with the training noise")):
-        if (figs / name).exists():
-            data_parts.append(_img(figs / name, alt))
-    counts = metrics.get("data", {}).get("class_counts")
-    if counts:
-        data_parts.append(_table(["class", "train", "test"],
-                                 [[c, v.get("train", ""), v.get("test", "")] for c, v in counts.items()]))
-    if data_parts:
-        parts.append("<h2>1. The data</h2>" + "".join(data_parts))
+    data_html = _data_section(figs, metrics)
+    if data_html:
+        parts.append("<h2>1. The data</h2>" + data_html)
 
     # 2. the model
     model_html = model_section(config, metrics, history) if model_cfg else None
@@ -391,23 +417,9 @@ def write_report(run_dir, command: str | None = None) -> Path:
         parts.append("<h2>3. Training</h2>" + training_html)
 
     # 4. denoising
-    den_parts = []
-    table = quality_table(metrics)
-    if table:
-        den_parts.append("<p>Test set, PSNR and SSIM per image then averaged (docs/protocols.md), "
-                         "fixed evaluation noise (seed 0).</p>" + table)
-    if metrics.get("evaluation"):  # `aelab evaluate`: the model against the classical baselines
-        for caption, header, rows in _evaluation_tables(metrics["evaluation"]):
-            den_parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
-    if (figs / "denoised.png").exists():
-        den_parts.append(_img(figs / "denoised.png", "Noisy / cleaned / original, first 10 test images"))
-    if (figs / "hardest.png").exists():
-        den_parts.append(_img(figs / "hardest.png", "The hardest test images: the lowest PSNR after cleaning "
-                              "(noisy / cleaned / original)"))
-    for extra in sorted(figs.glob("evaluate_*.png")) if figs.exists() else []:
-        den_parts.append(_img(extra, extra.stem.replace("_", " ")))
-    if den_parts:
-        parts.append("<h2>4. Denoising</h2>" + "".join(den_parts))
+    denoising_html = _denoising_section(figs, metrics)
+    if denoising_html:
+        parts.append("<h2>4. Denoising</h2>" + denoising_html)
 
     # 5. latent space
     latent_html = latent_section(run_dir, metrics)
