@@ -304,6 +304,44 @@ def _save_npz(path: Path, **arrays) -> Path:
     return runs.atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_arguments(run, on: str, baseline, with_pixels: float, tensorboard: bool) -> None:
+    """embed's arguments that can be refused before anything is read."""
+    if on not in ("test", "train"):
+        raise ConfigError(f"expected --on test or train, found {on!r}")
+    if run is None and baseline is None:
+        raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
+    if not with_pixels >= 0:
+        raise ConfigError(f"expected --with-pixels W >= 0, found {with_pixels}; e.g. --with-pixels 1")
+    if tensorboard:
+        board.check_installed()
+
+
+def _sources(run, baseline, out, data):
+    """Where embed writes, the data it maps (default: the run's) and the run's crop (a run trained on windows:
+    the centre window of each image)."""
+    out = runs.output_dir(run, out) if run is not None else Path(out if out is not None else f"runs/embed-{baseline}")
+    has_config = run is not None and (baseline is None or runs.has_config(run))
+    train = (runs.read_config(run) if has_config else {}).get("train", {})
+    return out, train.get("data") if data is None else data, train.get("crop")
+
+
+def _write_map(out: Path, key: str, label: str, points, labels, ds, scores: dict, projector_codes=None) -> list[Path]:
+    """The map's figures (coloured by class, with thumbnails), its .npz and, given ``projector_codes``, the
+    TensorBoard projector's files; returns their paths."""
+    names = ds.class_names or [str(i) for i in range(int(labels.max()) + 1)]
+    figs = out / "figures"
+    title = (f"{label}: trustworthiness@{scores['trustworthiness_neighbors']} {scores['trustworthiness']:.3f}, "
+             f"2-D kNN-{KNN_NEIGHBORS} {scores['knn_accuracy']:.3f}")
+    map_png = plots.embedding_map(points, labels, names, figs / f"map_{key}.png", title=title)
+    thumb_png = plots.embedding_thumbnails(points, labels, ds.x.numpy(), spread_indices(points), names,
+                                           figs / f"map_{key}_thumbnails.png", title=title)
+    npz = _save_npz(out / f"embedding_{key}.npz", points=points, labels=labels.astype(np.int64),
+                    indices=np.arange(len(points), dtype=np.int64), class_names=np.asarray(names, dtype=str))
+    projector = [board.write_projector(out / board.FOLDER / f"embedding_{key}", projector_codes, labels, names,
+                                       ds.x, tag=key)] if projector_codes is not None else []
+    return [map_png, thumb_png, npz, *projector]
+
+
 def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: str | None = None, data=None,
           limit: int | None = None, out=None, perplexity: float = MapConfig.perplexity,
           exaggeration: float | None = MapConfig.exaggeration, n_neighbors: int = MapConfig.n_neighbors,
@@ -324,20 +362,8 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     """
     config = MapConfig(method=method, perplexity=perplexity, exaggeration=exaggeration, n_neighbors=n_neighbors,
                        min_dist=min_dist, seed=seed, threads=threads, progress=progress).check(REDUCERS)
-    if on not in ("test", "train"):
-        raise ConfigError(f"expected --on test or train, found {on!r}")
-    if run is None and baseline is None:
-        raise ConfigError("expected --run DIR (a trained run) or --baseline NAME (e.g. pca32), found neither")
-    if not with_pixels >= 0:
-        raise ConfigError(f"expected --with-pixels W >= 0, found {with_pixels}; e.g. --with-pixels 1")
-    if tensorboard:
-        board.check_installed()
-    out = runs.output_dir(run, out) if run is not None else Path(out if out is not None else f"runs/embed-{baseline}")
-    has_config = run is not None and (baseline is None or runs.has_config(run))
-    run_config = runs.read_config(run) if has_config else {}
-    if data is None:
-        data = run_config.get("train", {}).get("data")
-    crop = run_config.get("train", {}).get("crop")  # a run trained on windows: the centre window of each image
+    _check_arguments(run, on, baseline, with_pixels, tensorboard)
+    out, data, crop = _sources(run, baseline, out, data)
     ds: Dataset = load_dataset(data, on, limit=limit, crop=crop)
     if len(ds) < MIN_POINTS:  # before the model runs: the map's scores need that many
         fix = (f"raise --limit to {MIN_POINTS} or more, or drop it" if limit is not None and limit < MIN_POINTS else
@@ -376,25 +402,14 @@ def embed(run=None, method: str = MapConfig.method, on: str = "test", baseline: 
     scores = map_scores(ds.x.numpy(), points, labels, codes)
     score_seconds = time.perf_counter() - t1
 
-    names = ds.class_names or [str(i) for i in range(int(labels.max()) + 1)]
-    figs = out / "figures"
-    label = f"{source} + {method}"
-    title = (f"{label}: trustworthiness@{scores['trustworthiness_neighbors']} {scores['trustworthiness']:.3f}, "
-             f"2-D kNN-{KNN_NEIGHBORS} {scores['knn_accuracy']:.3f}")
-    map_png = plots.embedding_map(points, labels, names, figs / f"map_{key}.png", title=title)
-    thumbs = spread_indices(points)
-    thumb_png = plots.embedding_thumbnails(points, labels, ds.x.numpy(), thumbs, names,
-                                           figs / f"map_{key}_thumbnails.png", title=title)
-    npz = _save_npz(out / f"embedding_{key}.npz", points=points, labels=labels.astype(np.int64),
-                    indices=np.arange(len(points), dtype=np.int64), class_names=np.asarray(names, dtype=str))
-    projector = [board.write_projector(out / board.FOLDER / f"embedding_{key}", mapped, labels, names, ds.x,
-                                       tag=key)] if tensorboard else []
+    files = _write_map(out, key, f"{source} + {method}", points, labels, ds, scores,
+                       mapped if tensorboard else None)
 
     entry = {"source": source, "method": method, "baseline": baseline, "split": on, "points": len(points),
              "code_dim": int(codes.shape[1]), "with_pixels": with_pixels, **scores, **info,
              "seconds_codes": round(code_seconds, 2), "seconds_map": info["seconds"],
              "seconds_scores": round(score_seconds, 2), "threads": threads, "seed": seed,
-             "files": [str(p.relative_to(out)) for p in (map_png, thumb_png, npz, *projector)]}
+             "files": [str(p.relative_to(out)) for p in files]}
     entry.pop("seconds")
     if command:
         entry["command"] = command
