@@ -234,6 +234,35 @@ def _classical_outputs(ev: dict, x_noisy: dict, data, notes: list[str], crop=Non
 
 # --------------------------------------------------------------------------- the page
 
+def _denoise_panel(model, test, ids, x, run, data, notes: list[str], crop, denoise_images: int) -> dict:
+    """The page's denoising panel: the first images of the map with the fixed evaluation noise of the
+    whole test split at each factor, the model's outputs, the best classical method's (when the run
+    was evaluated), each image's PSNR, in one sprite sheet."""
+    nd = min(denoise_images, len(ids))
+    base = evaluation_noise(test.x.shape)[torch.from_numpy(ids[:nd])]
+    x_d = x[:nd]
+    noisy = {f"{f:g}": add_evaluation_noise(x_d, f, base) for f in DENOISE_FACTORS}
+    cleaned = {k: _batched(model, v) for k, v in noisy.items()}
+    ev_path = runs.run_file(run, "evaluation.json")
+    classical = _classical_outputs(runs.read_json(ev_path), noisy, data, notes, crop) if ev_path.is_file() and nd else {}
+    keys = list(noisy)
+    stack = [noisy[k] for k in keys] + [cleaned[k] for k in keys]
+    ckeys = [k for k in keys if k in classical]
+    stack += [torch.as_tensor(classical[k]["out"]) for k in ckeys]
+    def db(x_hat) -> list[float]:
+        return [round(float(v), 3) for v in psnr_per_image(x_d, torch.as_tensor(x_hat))]
+
+    psnr = {k: {"noisy": db(noisy[k]), "model": db(cleaned[k])} for k in keys}
+    for k in ckeys:
+        psnr[k]["classical"] = db(classical[k]["out"])
+
+    return {"count": nd, "factors": keys, "classical": ckeys, "psnr": psnr,
+            "sheet": sprite(torch.cat(stack).numpy()) if nd else None,
+            "methods": {k: {"label": classical[k]["label"], "param": classical[k]["param"],
+                            "mean_psnr": classical[k]["mean_psnr"], "images": classical[k]["images"]}
+                        for k in ckeys}}
+
+
 def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neighbours: int = NEIGHBOURS) -> Path:
     """Write the explorer page of ``run`` (default ``run/explore.html``) and return its path."""
 
@@ -279,25 +308,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
         maps = [_pca_map(codes, y, names, description)]
         notes.append("The run has no map from `aelab embed`, so this page computed a PCA map of the codes.")
 
-    # denoising: the first images of the map, fixed evaluation noise of the whole test split
-    nd = min(denoise_images, len(ids))
-    base = evaluation_noise(test.x.shape)[torch.from_numpy(ids[:nd])]
-    x_d = x[:nd]
-    noisy = {f"{f:g}": add_evaluation_noise(x_d, f, base) for f in DENOISE_FACTORS}
-    cleaned = {k: _batched(model, v) for k, v in noisy.items()}
-    ev_path = runs.run_file(run, "evaluation.json")
-    classical = _classical_outputs(runs.read_json(ev_path), noisy, data, notes, crop) if ev_path.is_file() and nd else {}
-    keys = list(noisy)
-    stack = [noisy[k] for k in keys] + [cleaned[k] for k in keys]
-    ckeys = [k for k in keys if k in classical]
-    stack += [torch.as_tensor(classical[k]["out"]) for k in ckeys]
-    def db(x_hat) -> list[float]:
-        return [round(float(v), 3) for v in psnr_per_image(x_d, torch.as_tensor(x_hat))]
-
-    psnr = {k: {"noisy": db(noisy[k]), "model": db(cleaned[k])} for k in keys}
-    for k in ckeys:
-        psnr[k]["classical"] = db(classical[k]["out"])
-
+    denoise = _denoise_panel(model, test, ids, x, run, data, notes, crop, denoise_images)
     layers, why = decoder_layers(model)
     if layers is None:
         notes.append(why)
@@ -315,11 +326,7 @@ def explore(run, out=None, data=None, denoise_images: int = DENOISE_IMAGES, neig
                   "labels": b64_array(np.asarray(m["labels"]), "<i4")} for m in maps],
         "images": sprite(x.numpy()), "recon": None if live_recon else sprite(recon.numpy()),
         "neighbours": b64_array(_neighbours(codes, neighbours), "<i4"), "k": min(neighbours, max(len(ids) - 1, 0)),
-        "denoise": {"count": nd, "factors": keys, "classical": ckeys, "psnr": psnr,
-                    "sheet": sprite(torch.cat(stack).numpy()) if nd else None,
-                    "methods": {k: {"label": classical[k]["label"], "param": classical[k]["param"],
-                                    "mean_psnr": classical[k]["mean_psnr"], "images": classical[k]["images"]}
-                                for k in ckeys}},
+        "denoise": denoise,
         "notes": notes,
     }
     if layers is not None:
