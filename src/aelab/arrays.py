@@ -126,3 +126,11 @@ def _scale_hint(x, as_float: str) -> str:
         top = 255 if found <= 255 else 65535 if found <= 65535 else int(np.iinfo(dtype).max)
     bits = {255: "8-bit", 65535: "16-bit"}.get(top, dtype)
     return f"scale {bits} images with {as_float} / {top}"
+
+
+def npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the header of the .npy file open at ``fh`` (version 1 or 2),
+    read without the data: how every .npz member is sized before anything is allocated."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)

@@ -292,9 +292,9 @@ def training_set(source=None, split: str = "train", limit: int | None = None, si
         if not folder.is_dir():
             raise DataNotFoundError(f"expected a folder of images at {folder}, found nothing; check the path")
         return streaming.image_folder(folder, size=size, crop=crop, limit=limit, seed=seed, repeats=crops_per_image)
-    if p is not None and p.suffix == ".npz" and streaming.stored_uint8(p) is not None:
+    key = streaming.stored_uint8(p) if p is not None and p.suffix == ".npz" else None
+    if key is not None:  # 8-bit images stored uncompressed: memory-mapped
         labels, names = load_npz_labels(p)
-        key = streaming.stored_uint8(p)
         ds = streaming.NpzImages(p, key, labels, names, crop=crop, seed=seed, limit=limit)
         ds.repeats = crops_per_image
         return ds

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .arrays import _MAX_GZIP_RATIO, Dataset, _scale_hint, check_images, check_memory
+from .arrays import _MAX_GZIP_RATIO, Dataset, _scale_hint, check_images, check_memory, npy_header
 from .errors import DataError, DataNotFoundError
 
 
@@ -36,10 +36,7 @@ def _npz_sizes(path: Path) -> tuple[dict[str, int], int]:
             if not info.filename.endswith(".npy"):
                 continue
             with zf.open(info) as fh:
-                version = np.lib.format.read_magic(fh)
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, _, dtype = header(fh)
+                shape, _, dtype = npy_header(fh)
                 need = math.prod(shape) * dtype.itemsize + fh.tell()
             if need > holds:
                 raise DataError(f"{path}: the header of {info.filename!r} promises {need} bytes for shape {shape}, "
@@ -107,9 +104,7 @@ def load_npz_labels(path) -> tuple[list[int], list[str]]:
             key = next((k for k in ("x", "images", "arr_0") if k in data.files), None)
             arrays = {k: data[k] for k in ("y", "labels", "class_names") if k in data.files}
             with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                count = read(fh)[0][0]
+                count = npy_header(fh)[0][0]
     except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
         raise DataError(f"{path}: expected a NumPy .npz archive without pickled objects, "
                         f"could not read it ({type(exc).__name__}: {exc}); save it again with np.savez") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .arrays import npy_header
 from .errors import DataError, DataWarning
 from .images import check_size, image_shape, load_image, too_many_pixels
 
@@ -231,9 +232,7 @@ def mapped_npz_member(path, key: str) -> np.ndarray:
             name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
             start = info.header_offset + 30 + name_len + extra_len
             fh.seek(start)
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(fh)
+            shape, fortran, dtype = npy_header(fh)
             offset = fh.tell()
     if fortran or dtype.hasobject:
         raise DataError(f"{path}: expected {key!r} as a C-ordered numeric array, found another layout; "
@@ -273,10 +272,7 @@ def stored_uint8(path) -> str | None:
             if key is None or zf.getinfo(f"{key}.npy").compress_type != zipfile.ZIP_STORED:
                 return None
             with zf.open(f"{key}.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read(fh)
+                shape, fortran, dtype = npy_header(fh)
         return key if dtype == np.uint8 and not fortran and len(shape) in (3, 4) else None
     except (OSError, ValueError, zipfile.BadZipFile, KeyError):
         return None  # the in-memory loader says what is wrong
